@@ -1,0 +1,3 @@
+from nps_sync.cli import main
+
+main()

@@ -1,0 +1,129 @@
+"""The state database: engine set-up, transactions and migrations.
+
+SQLite (the single-machine default) runs in WAL mode; write transactions start with
+``BEGIN IMMEDIATE`` so two writers never deadlock on a lock upgrade. PostgreSQL uses the same schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.pool import NullPool
+
+from nps_sync.store import schema
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL (None for memory or other databases)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite://" or ":memory:" in url:
+        return None
+    return Path(url[len(prefix) :])
+
+
+class Store:
+    """Owns the engine. ``begin()`` for writes, ``read()`` for reads; both are context managers."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = sqlite_path(url)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                poolclass=NullPool if path is None else None,
+            )
+            event.listen(self.engine, "connect", _sqlite_on_connect)
+            event.listen(self.engine, "begin", _sqlite_on_begin)
+        else:
+            self.engine = create_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction, committed on success and rolled back on error."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(nps_write=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction (rolled back at the end)."""
+        with self.engine.connect() as conn:
+            yield conn
+
+    def upgrade(self) -> None:
+        """Apply Alembic migrations up to head (idempotent)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["engine"] = self.engine
+        command.upgrade(cfg, "head")
+
+    def current_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def insert_ignore(self, conn: Connection, table: Any, values: dict[str, Any], *keys: str) -> bool:
+        """INSERT … ON CONFLICT DO NOTHING on the given unique columns; True when a row was added."""
+        ins = (sqlite_insert if self.is_sqlite else pg_insert)(table).values(**values)
+        result = conn.execute(ins.on_conflict_do_nothing(index_elements=list(keys)))
+        return bool(result.rowcount)
+
+    # --- small shared settings (the pause switch) -----------------------------------------------
+
+    def get_setting(self, key: str) -> str | None:
+        with self.read() as conn:
+            return conn.execute(
+                select(schema.settings.c.value).where(schema.settings.c.key == key)
+            ).scalar_one_or_none()
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.begin() as conn:
+            if not self.insert_ignore(
+                conn, schema.settings, {"key": key, "value": value, "updated_at": utcnow()}, "key"
+            ):
+                conn.execute(
+                    schema.settings.update()
+                    .where(schema.settings.c.key == key)
+                    .values(value=value, updated_at=utcnow())
+                )
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # Let SQLAlchemy's begin event issue BEGIN itself (pysqlite's implicit BEGIN is deferred).
+    dbapi_conn.isolation_level = None
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("nps_write") else "BEGIN")

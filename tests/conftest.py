@@ -1,0 +1,34 @@
+"""Test-wide set-up: loopback only, and the connector backends that join the shared suites."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+# Test traffic goes to 127.0.0.1 only: never through a proxy a developer's shell may have set.
+for _var in ("NO_PROXY", "no_proxy"):
+    os.environ[_var] = "127.0.0.1,localhost"
+for _var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+    os.environ.pop(_var, None)
+
+#: CRM backends the contract and end-to-end suites run over (a backend joins by having its fixtures).
+CRM_CANDIDATES = ("sandbox", "salesforce", "hubspot")
+#: Channel backends the end-to-end suite runs over.
+CHANNEL_CANDIDATES = ("outbox", "smtp", "sendgrid", "twilio")
+
+
+def _fixture_module(name: str) -> str:
+    return f"tests.connectors.{name}.fixtures"
+
+
+def _present(name: str) -> bool:
+    return importlib.util.find_spec(_fixture_module(name)) is not None
+
+
+CRM_BACKENDS = [name for name in CRM_CANDIDATES if _present(name)]
+CHANNEL_BACKENDS = [name for name in CHANNEL_CANDIDATES if _present(name)]
+
+pytest_plugins = [
+    "tests.fixtures",
+    *(_fixture_module(name) for name in (*CRM_BACKENDS, *CHANNEL_BACKENDS)),
+]
