@@ -30,6 +30,7 @@ from nps_sync.models import (
     ContactUpdate,
     OutboundMessage,
     Owner,
+    PendingSend,
     SendOutcome,
     TaskResult,
     TaskSpec,
@@ -125,8 +126,10 @@ class Channel(Protocol):
         """
         ...
 
-    def lookup(self, send_keys: Sequence[str]) -> dict[str, SendOutcome]:
-        """Provider evidence for sends left ``unknown`` by a crash. Keys without evidence are absent."""
+    def lookup(self, pending: Sequence[PendingSend]) -> dict[str, SendOutcome]:
+        """Provider evidence for sends left ``unknown`` by a crash, by send key: ``sent`` when the
+        provider has the message, ``failed`` when it provably does not. Keys without evidence either
+        way are absent (the core lists them for ops). Read-only."""
         ...
 
     def routes(self) -> Sequence[BaseRoute]:

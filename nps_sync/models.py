@@ -201,6 +201,19 @@ class OutboundMessage:
     template_data: Mapping[str, Any] = field(default_factory=dict)
     purpose: str = "survey"  # survey | reminder | playbook | preview | confirmation
     tagged: TaggedContent | None = None
+    #: Email: the From header ("Name <address>"); SMS channels use their own configured sender.
+    sender: str = ""
+    reply_to: str | None = None
+
+
+@dataclass(frozen=True)
+class PendingSend:
+    """A send left ``unknown`` (the daemon died or the answer was lost after the request left)."""
+
+    send_key: str
+    channel: ChannelKind
+    to: str
+    claimed_at: datetime
 
 
 SendStatus = Literal["sent", "failed", "unknown"]

@@ -1,0 +1,174 @@
+"""The durable work queue: jobs in the state database, claimed by worker threads of any replica.
+
+A job is enqueued inside the caller's transaction, so the work and the fact that caused it commit
+together (a response and its write-back job, say). Workers claim jobs with ``FOR UPDATE SKIP LOCKED``
+on PostgreSQL and inside ``BEGIN IMMEDIATE`` on SQLite. Handlers must be idempotent: a job whose
+worker died is claimed again after its lease ends.
+"""
+
+from __future__ import annotations
+
+import socket
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, and_, or_, select, update
+
+from nps_sync.store import schema
+from nps_sync.store.db import Store, utcnow
+
+log = structlog.get_logger("nps_sync.queue")
+
+#: A handler receives the payloads of a batch of claimed jobs of its kind.
+Handler = Callable[[Sequence[Mapping[str, Any]]], None]
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def enqueue(
+    store: Store,
+    conn: Connection,
+    kind: str,
+    payload: Mapping[str, Any],
+    *,
+    run_at: datetime | None = None,
+    dedupe_key: str | None = None,
+) -> bool:
+    """Add a job in the caller's transaction. With ``dedupe_key`` a second job with the same key is
+    silently dropped. Returns True when a job was added."""
+    now = utcnow()
+    values = {
+        "kind": kind,
+        "payload": dict(payload),
+        "dedupe_key": dedupe_key,
+        "state": "queued",
+        "run_at": run_at or now,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if dedupe_key is None:
+        conn.execute(schema.jobs.insert().values(**values))
+        return True
+    return store.insert_ignore(conn, schema.jobs, values, "dedupe_key")
+
+
+class JobQueue:
+    """Claims and runs jobs. ``handlers`` maps a kind to a function taking a batch of payloads."""
+
+    def __init__(
+        self,
+        store: Store,
+        handlers: Mapping[str, Handler],
+        *,
+        batch_sizes: Mapping[str, int] | None = None,
+        lease: timedelta = timedelta(minutes=10),
+        max_attempts: int = 8,
+        worker_id: str = WORKER_ID,
+    ) -> None:
+        self.store = store
+        self.handlers = dict(handlers)
+        self.batch_sizes = dict(batch_sizes or {})
+        self.lease = lease
+        self.max_attempts = max_attempts
+        self.worker_id = worker_id
+        self.wakeup = threading.Event()
+
+    def claim(self, kind: str | None = None, limit: int = 50) -> list[tuple[int, str, dict[str, Any], int]]:
+        """Claim due jobs (one kind at a time); returns ``(id, kind, payload, attempts)``."""
+        now = utcnow()
+        jobs = schema.jobs
+        due = and_(
+            jobs.c.run_at <= now,
+            or_(
+                jobs.c.state == "queued",
+                and_(jobs.c.state == "running", jobs.c.locked_at < now - self.lease),
+            ),
+        )
+        with self.store.begin() as conn:
+            if kind is None:
+                first = select(jobs.c.kind).where(due).order_by(jobs.c.run_at, jobs.c.id).limit(1)
+                if not self.store.is_sqlite:
+                    first = first.with_for_update(skip_locked=True)
+                kind = conn.execute(first).scalar_one_or_none()
+                if kind is None:
+                    return []
+                limit = self.batch_sizes.get(kind, 1)
+            query = (
+                select(jobs.c.id, jobs.c.kind, jobs.c.payload, jobs.c.attempts)
+                .where(due, jobs.c.kind == kind)
+                .order_by(jobs.c.run_at, jobs.c.id)
+                .limit(limit)
+            )
+            if not self.store.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).all()
+            if not rows:
+                return []
+            conn.execute(
+                update(jobs)
+                .where(jobs.c.id.in_([r.id for r in rows]))
+                .values(
+                    state="running",
+                    locked_by=self.worker_id,
+                    locked_at=now,
+                    attempts=jobs.c.attempts + 1,
+                    updated_at=now,
+                )
+            )
+        return [(r.id, r.kind, dict(r.payload), r.attempts + 1) for r in rows]
+
+    def run_once(self, kind: str | None = None) -> int:
+        """Claim one batch and run it. Returns how many jobs were run (0 when the queue is idle)."""
+        claimed = self.claim(kind)
+        if not claimed:
+            return 0
+        kind_ = claimed[0][1]
+        ids = [c[0] for c in claimed]
+        handler = self.handlers.get(kind_)
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for job kind {kind_!r}")
+            handler([c[2] for c in claimed])
+        except Exception as exc:
+            attempts = max(c[3] for c in claimed)
+            self._failed(ids, attempts, exc)
+            log.warning("job.failed", kind=kind_, jobs=len(ids), attempts=attempts, error=str(exc))
+        else:
+            with self.store.begin() as conn:
+                conn.execute(
+                    update(schema.jobs)
+                    .where(schema.jobs.c.id.in_(ids))
+                    .values(state="done", updated_at=utcnow())
+                )
+        return len(ids)
+
+    def _failed(self, ids: list[int], attempts: int, exc: Exception) -> None:
+        retry_after = getattr(exc, "retry_after", None)
+        delay = float(retry_after) if retry_after else min(2.0**attempts, 900.0)
+        final = attempts >= self.max_attempts
+        with self.store.begin() as conn:
+            conn.execute(
+                update(schema.jobs)
+                .where(schema.jobs.c.id.in_(ids))
+                .values(
+                    state="failed" if final else "queued",
+                    run_at=utcnow() + timedelta(seconds=delay),
+                    last_error=f"{type(exc).__name__}: {exc}"[:2000],
+                    updated_at=utcnow(),
+                )
+            )
+
+    def drain(self, *, max_rounds: int = 1000) -> int:
+        """Run due jobs until none is due (tests, the CLI's one-shot commands). Returns jobs run."""
+        total = 0
+        for _ in range(max_rounds):
+            ran = self.run_once()
+            if not ran:
+                break
+            total += ran
+        return total
