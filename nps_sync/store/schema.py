@@ -85,6 +85,7 @@ sends = Table(
     Column("error", Text, nullable=True),
     Column("survey_send_id", Integer, nullable=True),  # reminders and playbook messages point here
     Column("template", String(100), nullable=True),  # playbook message template name
+    Column("content", JSON, nullable=True),  # playbook messages: {"subject": …, "text": …} rendered by the playbook
     Column("snapshot", JSON, nullable=False),  # the contact as the CRM showed it at send time
     _ts("created_at", False),
     _ts("updated_at", False),

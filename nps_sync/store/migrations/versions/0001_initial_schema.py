@@ -217,6 +217,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("survey_send_id", sa.Integer(), nullable=True),
         sa.Column("template", sa.String(length=100), nullable=True),
+        sa.Column("content", sa.JSON(), nullable=True),
         sa.Column("snapshot", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
