@@ -153,8 +153,19 @@ class InboundReply:
 
 
 DeliveryEvent = Literal[
-    "delivered", "open", "click", "bounce", "dropped", "spamreport", "unsubscribe",
-    "group_unsubscribe", "deferred", "processed", "sent", "undelivered", "failed",
+    "delivered",
+    "open",
+    "click",
+    "bounce",
+    "dropped",
+    "spamreport",
+    "unsubscribe",
+    "group_unsubscribe",
+    "deferred",
+    "processed",
+    "sent",
+    "undelivered",
+    "failed",
 ]
 
 

@@ -35,7 +35,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-LANGUAGES = ("en", "de")
+LANGUAGES: tuple[Literal["en", "de"], ...] = ("en", "de")
 
 
 def _duration(value: Any) -> Any:
@@ -75,7 +75,11 @@ class Frozen(BaseModel):
 
 class BusinessCalendarConfig(Frozen):
     work_days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = (
-        "mon", "tue", "wed", "thu", "fri",
+        "mon",
+        "tue",
+        "wed",
+        "thu",
+        "fri",
     )
     hours: Window = TimeWindow(time(9), time(17))
     holidays: tuple[date, ...] = ()
@@ -103,7 +107,7 @@ class DaemonConfig(Frozen):
     time_zone: Zone = Field(default_factory=lambda: ZoneInfo("UTC"))
     company_name: str = "Example Inc."
     playbooks: tuple[str, ...] = ("playbooks/*.toml",)
-    signing_keys_secret: str = "NPS_SYNC_SIGNING_KEYS"
+    signing_keys_secret: str = "NPS_SYNC_SIGNING_KEYS"  # noqa: S105 - the secret's name, not its value
     run_on_start: bool = True
     workers: int = Field(default=2, ge=1, le=32)
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -227,6 +227,9 @@ class SendOutcome:
     - ``failed``: refused for good (``reason``); ``suppress`` when the provider says the address is
       opted out or invalid, so the core adds a suppression.
     - ``unknown``: the outcome is ambiguous (timeout after the request left); reconcile, never resend.
+
+    ``transient`` on a ``failed`` outcome: nothing of this message reached the provider and the
+    cause may pass (a 4xx mid-batch), so the core queues it again later.
     """
 
     send_key: str
@@ -234,3 +237,4 @@ class SendOutcome:
     provider_id: str | None = None
     reason: str | None = None
     suppress: bool = False
+    transient: bool = False

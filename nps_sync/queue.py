@@ -8,8 +8,8 @@ worker died is claimed again after its lease ends.
 
 from __future__ import annotations
 
-import socket
 import os
+import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta

@@ -90,9 +90,13 @@ class SandboxDb:
         after = ""
         while True:
             with self.store.read() as conn:
-                rows = conn.execute(
-                    select(CONTACTS).where(CONTACTS.c.id > after).order_by(CONTACTS.c.id).limit(page_size)
-                ).mappings().all()
+                rows = (
+                    conn.execute(
+                        select(CONTACTS).where(CONTACTS.c.id > after).order_by(CONTACTS.c.id).limit(page_size)
+                    )
+                    .mappings()
+                    .all()
+                )
                 accounts = self._accounts(conn, {r["account_id"] for r in rows if r["account_id"]})
             if not rows:
                 return
@@ -122,18 +126,21 @@ class SandboxDb:
     def owners(self, ids: Sequence[str]) -> list[dict[str, Any]]:
         with self.store.read() as conn:
             return [
-                dict(r)
-                for r in conn.execute(select(OWNERS).where(OWNERS.c.id.in_(list(ids)))).mappings()
+                dict(r) for r in conn.execute(select(OWNERS).where(OWNERS.c.id.in_(list(ids)))).mappings()
             ]
 
     def owner_by(self, query: str) -> dict[str, Any] | None:
         q = query.strip().lower()
         with self.store.read() as conn:
-            row = conn.execute(
-                select(OWNERS).where(
-                    (func.lower(OWNERS.c.email) == q) | (func.lower(OWNERS.c.username) == q)
+            row = (
+                conn.execute(
+                    select(OWNERS).where(
+                        (func.lower(OWNERS.c.email) == q) | (func.lower(OWNERS.c.username) == q)
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
         return dict(row) if row else None
 
     def tasks(self, ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -148,9 +155,7 @@ class SandboxDb:
     def write_contact(
         self, conn: Connection, contact_id: str, fields: Mapping[str, str], flags: Mapping[str, bool]
     ) -> bool:
-        row = conn.execute(
-            select(CONTACTS.c.fields).where(CONTACTS.c.id == contact_id)
-        ).scalar_one_or_none()
+        row = conn.execute(select(CONTACTS.c.fields).where(CONTACTS.c.id == contact_id)).scalar_one_or_none()
         if row is None:
             return False
         conn.execute(
@@ -161,9 +166,7 @@ class SandboxDb:
         return True
 
     def write_account(self, conn: Connection, account_id: str, fields: Mapping[str, str]) -> bool:
-        row = conn.execute(
-            select(ACCOUNTS.c.fields).where(ACCOUNTS.c.id == account_id)
-        ).scalar_one_or_none()
+        row = conn.execute(select(ACCOUNTS.c.fields).where(ACCOUNTS.c.id == account_id)).scalar_one_or_none()
         if row is None:
             return False
         conn.execute(

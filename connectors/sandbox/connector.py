@@ -152,7 +152,9 @@ class SandboxCrm:
         return problems
 
     def routes(self) -> Sequence[BaseRoute]:
-        return []
+        from .pages import routes
+
+        return routes(self)
 
     def close(self) -> None:
         """Nothing to release: the sandbox shares the daemon's database engine."""

@@ -20,8 +20,16 @@ CONTACT_FIELDS = {
 CONTACT_FLAGS = {"email_opt_out": "email_opt_out", "sms_opt_out": "sms_opt_out"}
 ACCOUNT_FIELDS = {"nps": "nps_score", "responses": "nps_responses"}
 CONTACT_COLUMNS = (
-    "id", "account_id", "owner_id", "first_name", "last_name", "email", "phone",
-    "locale", "time_zone", "country",
+    "id",
+    "account_id",
+    "owner_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "locale",
+    "time_zone",
+    "country",
 )
 ACCOUNT_PREFIX = "account."
 
@@ -43,9 +51,7 @@ def truthy(value: str) -> bool:
 def to_contact(row: Mapping[str, Any], account: Mapping[str, Any] | None) -> Contact:
     fields = {k: as_text(v) for k, v in (row["fields"] or {}).items()}
     if account is not None:
-        fields.update(
-            {f"{ACCOUNT_PREFIX}{k}": as_text(v) for k, v in (account["fields"] or {}).items()}
-        )
+        fields.update({f"{ACCOUNT_PREFIX}{k}": as_text(v) for k, v in (account["fields"] or {}).items()})
     return Contact(
         id=row["id"],
         first_name=row["first_name"],

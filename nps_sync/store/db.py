@@ -54,9 +54,7 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         else:
-            self.engine = create_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-            )
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:

@@ -5,7 +5,6 @@ Times are stored as timezone-aware UTC. JSON columns hold small documents (snaps
 
 from __future__ import annotations
 
-from nps_sync.store.types import UtcDateTime
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -20,6 +19,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+
+from nps_sync.store.types import UtcDateTime
 
 metadata = MetaData(
     naming_convention={
@@ -85,7 +86,9 @@ sends = Table(
     Column("error", Text, nullable=True),
     Column("survey_send_id", Integer, nullable=True),  # reminders and playbook messages point here
     Column("template", String(100), nullable=True),  # playbook message template name
-    Column("content", JSON, nullable=True),  # playbook messages: {"subject": …, "text": …} rendered by the playbook
+    Column(
+        "content", JSON, nullable=True
+    ),  # playbook messages: {"subject": …, "text": …} rendered by the playbook
     Column("snapshot", JSON, nullable=False),  # the contact as the CRM showed it at send time
     _ts("created_at", False),
     _ts("updated_at", False),

@@ -27,8 +27,8 @@ class UtcDateTime(TypeDecorator[datetime]):
             raise TypeError(f"expected a datetime, got: {value!r}")
         if value.tzinfo is None:
             raise ValueError(f"naive datetime refused (use UTC-aware datetimes), got: {value!r}")
-        value = value.astimezone(timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        utc: datetime = value.astimezone(timezone.utc)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

@@ -85,7 +85,9 @@ def test_contact_fields_are_written_back(crm_under_test: CrmUnderTest) -> None:
     when = datetime(2026, 11, 20, 14, 30, tzinfo=timezone.utc)
     result = crm_under_test.crm.update_contacts(
         [
-            ContactUpdate(alice, {"score": 9, "category": "promoter", "comment": "Great – danke!", "responded_at": when}),
+            ContactUpdate(
+                alice, {"score": 9, "category": "promoter", "comment": "Great – danke!", "responded_at": when}
+            ),
             ContactUpdate(bob, {"score": 3, "category": "detractor", "surveyed_at": when}),
         ]
     )
@@ -170,8 +172,15 @@ def test_task_state_follows_the_crm(crm_under_test: CrmUnderTest) -> None:
     contact_id = probe.contact_id("bob.jones@contoso.example")
     contact = crm.get_contacts([contact_id])[contact_id]
     specs = [
-        TaskSpec(f"nps:contract:state:{i}", contact.id, contact.account_id, contact.account_owner_id,
-                 f"Task {i}", "", date(2026, 11, 25))
+        TaskSpec(
+            f"nps:contract:state:{i}",
+            contact.id,
+            contact.account_id,
+            contact.account_owner_id,
+            f"Task {i}",
+            "",
+            date(2026, 11, 25),
+        )
         for i in range(3)
     ]
     ids = [r.task_id for r in crm.create_tasks(specs)]

@@ -30,16 +30,22 @@ class SandboxProbe:
             return conn.execute(query).scalar_one()  # type: ignore[call-overload]
 
     def contact_id(self, email: str) -> str:
-        return str(self._one(select(schema.sandbox_contacts.c.id).where(schema.sandbox_contacts.c.email == email)))
+        return str(
+            self._one(select(schema.sandbox_contacts.c.id).where(schema.sandbox_contacts.c.email == email))
+        )
 
     def missing_contact_id(self) -> str:
         return "C999"
 
     def account_id(self, name: str) -> str:
-        return str(self._one(select(schema.sandbox_accounts.c.id).where(schema.sandbox_accounts.c.name == name)))
+        return str(
+            self._one(select(schema.sandbox_accounts.c.id).where(schema.sandbox_accounts.c.name == name))
+        )
 
     def owner_id(self, email: str) -> str:
-        return str(self._one(select(schema.sandbox_owners.c.id).where(schema.sandbox_owners.c.email == email)))
+        return str(
+            self._one(select(schema.sandbox_owners.c.id).where(schema.sandbox_owners.c.email == email))
+        )
 
     def contact_value(self, contact_id: str, logical: str) -> str | None:
         t = schema.sandbox_contacts
@@ -62,9 +68,16 @@ class SandboxProbe:
             rows = conn.execute(select(t).order_by(t.c.created_at, t.c.id)).mappings().all()
         return [
             ProbedTask(
-                id=r["id"], key=r["key"], contact_id=r["contact_id"], account_id=r["account_id"],
-                owner_id=r["owner_id"], subject=r["subject"], body=r["body"], due=r["due"],
-                completed=r["status"] == "completed", priority=r["priority"],
+                id=r["id"],
+                key=r["key"],
+                contact_id=r["contact_id"],
+                account_id=r["account_id"],
+                owner_id=r["owner_id"],
+                subject=r["subject"],
+                body=r["body"],
+                due=r["due"],
+                completed=r["status"] == "completed",
+                priority=r["priority"],
             )
             for r in rows
         ]
@@ -80,8 +93,12 @@ class SandboxProbe:
 
 def build_sandbox(store: Store, tmp_path: Path) -> SandboxCrm:
     ctx = ConnectorContext(
-        role="crm", state_dir=tmp_path, public_url="http://127.0.0.1:8080",
-        time_zone=ZoneInfo("Europe/Berlin"), secrets=Secrets(environ={}), store=store,
+        role="crm",
+        state_dir=tmp_path,
+        public_url="http://127.0.0.1:8080",
+        time_zone=ZoneInfo("Europe/Berlin"),
+        secrets=Secrets(environ={}),
+        store=store,
     )
     crm = CONNECTOR.factory(SandboxOptions(), ctx)
     assert isinstance(crm, SandboxCrm)

@@ -36,15 +36,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key", name=op.f("pk_crm_tasks")),
     )
     with op.batch_alter_table("crm_tasks", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_crm_tasks_account_id"), ["account_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_crm_tasks_contact_id"), ["contact_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_crm_tasks_run_id"), ["run_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_crm_tasks_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_crm_tasks_contact_id"), ["contact_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_crm_tasks_run_id"), ["run_id"], unique=False)
 
     op.create_table(
         "inbound_events",
@@ -56,14 +50,10 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_inbound_events")),
-        sa.UniqueConstraint(
-            "provider", "event_id", name=op.f("uq_inbound_events_provider_event_id")
-        ),
+        sa.UniqueConstraint("provider", "event_id", name=op.f("uq_inbound_events_provider_event_id")),
     )
     with op.batch_alter_table("inbound_events", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_inbound_events_send_key"), ["send_key"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_inbound_events_send_key"), ["send_key"], unique=False)
 
     op.create_table(
         "jobs",
@@ -120,9 +110,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("dedupe_key", name=op.f("uq_playbook_runs_dedupe_key")),
     )
     with op.batch_alter_table("playbook_runs", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_playbook_runs_contact_id"), ["contact_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_playbook_runs_contact_id"), ["contact_id"], unique=False)
 
     op.create_table(
         "replicas",
@@ -159,9 +147,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sandbox_contacts")),
     )
     with op.batch_alter_table("sandbox_contacts", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_sandbox_contacts_account_id"), ["account_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_sandbox_contacts_account_id"), ["account_id"], unique=False)
 
     op.create_table(
         "sandbox_owners",
@@ -191,9 +177,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("key", name=op.f("uq_sandbox_tasks_key")),
     )
     with op.batch_alter_table("sandbox_tasks", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_sandbox_tasks_contact_id"), ["contact_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_sandbox_tasks_contact_id"), ["contact_id"], unique=False)
 
     op.create_table(
         "sends",
@@ -225,16 +209,10 @@ def upgrade() -> None:
         sa.UniqueConstraint("send_key", name=op.f("uq_sends_send_key")),
     )
     with op.batch_alter_table("sends", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_sends_account_id"), ["account_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_sends_account_id"), ["account_id"], unique=False)
         batch_op.create_index("ix_sends_address", ["channel", "address"], unique=False)
-        batch_op.create_index(
-            "ix_sends_contact_program", ["contact_id", "program"], unique=False
-        )
-        batch_op.create_index(
-            "ix_sends_state_not_before", ["state", "not_before"], unique=False
-        )
+        batch_op.create_index("ix_sends_contact_program", ["contact_id", "program"], unique=False)
+        batch_op.create_index("ix_sends_state_not_before", ["state", "not_before"], unique=False)
 
     op.create_table(
         "settings",
@@ -252,9 +230,7 @@ def upgrade() -> None:
         sa.Column("source", sa.String(length=40), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_suppressions")),
-        sa.UniqueConstraint(
-            "channel", "address", name=op.f("uq_suppressions_channel_address")
-        ),
+        sa.UniqueConstraint("channel", "address", name=op.f("uq_suppressions_channel_address")),
     )
     op.create_table(
         "ticks",
@@ -277,12 +253,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_wave_decisions")),
     )
     with op.batch_alter_table("wave_decisions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_wave_decisions_contact_id"), ["contact_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_wave_decisions_wave_id"), ["wave_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_wave_decisions_contact_id"), ["contact_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_wave_decisions_wave_id"), ["wave_id"], unique=False)
 
     op.create_table(
         "waves",
@@ -309,9 +281,7 @@ def upgrade() -> None:
             name=op.f("fk_playbook_steps_run_id_playbook_runs"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_playbook_steps")),
-        sa.UniqueConstraint(
-            "run_id", "step", name=op.f("uq_playbook_steps_run_id_step")
-        ),
+        sa.UniqueConstraint("run_id", "step", name=op.f("uq_playbook_steps_run_id_step")),
     )
     op.create_table(
         "responses",
@@ -327,19 +297,13 @@ def upgrade() -> None:
         sa.Column("channel", sa.String(length=10), nullable=False),
         sa.Column("responded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["send_id"], ["sends.id"], name=op.f("fk_responses_send_id_sends")
-        ),
+        sa.ForeignKeyConstraint(["send_id"], ["sends.id"], name=op.f("fk_responses_send_id_sends")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_responses")),
         sa.UniqueConstraint("send_id", name=op.f("uq_responses_send_id")),
     )
     with op.batch_alter_table("responses", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_responses_account_id"), ["account_id"], unique=False
-        )
-        batch_op.create_index(
-            batch_op.f("ix_responses_contact_id"), ["contact_id"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_responses_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_responses_contact_id"), ["contact_id"], unique=False)
 
 
 def downgrade() -> None:

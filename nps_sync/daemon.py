@@ -1,0 +1,219 @@
+"""``nps-sync run``: the scheduler, the web server and the workers, until SIGTERM.
+
+- READY is sent to systemd after migrations, recovery and the web server are up; WATCHDOG from the
+  worker loop (a hung loop stops the pings and systemd restarts the service).
+- SIGHUP reloads the config: an invalid new config is refused, the old one kept, the error logged.
+- SIGTERM stops taking new work, lets in-flight work finish (or leaves it claimable), then exits.
+- On SQLite a second daemon on the same state directory is refused (a lock file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import structlog
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from nps_sync import config as config_mod
+from nps_sync.errors import ConfigError, NpsSyncError
+from nps_sync.runtime import Runtime
+from nps_sync.scheduler import Scheduler
+from nps_sync.sdnotify import Notifier
+from nps_sync.web import create_app
+
+log = structlog.get_logger("nps_sync.daemon")
+
+IDLE_SLEEP = 0.25
+PERIODIC_EVERY = 30.0
+
+
+class SwappableApp:
+    """The ASGI app the server runs; a reload swaps what it delegates to without dropping the socket."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+@contextlib.contextmanager
+def single_instance(runtime_config: config_mod.Config) -> Iterator[None]:
+    """SQLite cannot be shared by two daemons: hold a lock on the state directory while running."""
+    if not runtime_config.database_url.startswith("sqlite"):
+        yield
+        return
+    state = runtime_config.state_dir
+    state.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = (state / "nps-sync.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise NpsSyncError(
+            f"another nps-sync daemon ({holder}) already uses {state} with SQLite; SQLite allows one "
+            "daemon per state directory. For several replicas use PostgreSQL ([daemon] database_url)."
+        ) from exc
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+class Daemon:
+    def __init__(self, config_path: Path, *, environ: Mapping[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.environ = environ
+        self.stop = threading.Event()
+        self.reload_requested = threading.Event()
+        self.notifier = Notifier(environ)
+        self.beats: dict[str, float] = {}
+        self.rt: Runtime | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        config = config_mod.load(self.config_path)
+        with single_instance(config):
+            self.rt = Runtime(config, environ=self.environ)
+            self.rt.recover()
+            app = SwappableApp(create_app(self.rt))
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=config.daemon.listen_host,
+                    port=config.daemon.listen_port,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                )
+            )
+            web = threading.Thread(target=server.run, name="web", daemon=True)
+            web.start()
+            deadline = time.monotonic() + 15
+            while not server.started and web.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not server.started:
+                raise NpsSyncError(f"the web server could not listen on {config.daemon.listen}")
+            scheduler = Scheduler(self.rt.store, config)
+            if config.daemon.run_on_start:
+                scheduler.fire_now()
+            workers = self._start_workers(config.daemon.workers)
+            self._install_signals()
+            self.notifier.ready(status=f"listening on {config.daemon.listen}")
+            log.info(
+                "daemon.ready",
+                listen=config.daemon.listen,
+                public_url=config.daemon.public_url,
+                programs=[p.name for p in config.program if p.enabled],
+                pid=os.getpid(),
+            )
+            last_periodic = 0.0
+            watchdog = self.notifier.watchdog_interval()
+            last_ping = 0.0
+            while not self.stop.is_set():
+                if self.reload_requested.is_set():
+                    self.reload_requested.clear()
+                    scheduler = self._reload(app, scheduler, workers)
+                try:
+                    scheduler.due()
+                    if time.monotonic() - last_periodic >= PERIODIC_EVERY:
+                        last_periodic = time.monotonic()
+                        assert self.rt is not None
+                        self.rt.periodic()
+                except Exception as exc:
+                    log.error("scheduler.error", error=f"{type(exc).__name__}: {exc}")
+                if watchdog and time.monotonic() - last_ping >= watchdog and self._workers_alive():
+                    self.notifier.watchdog()
+                    last_ping = time.monotonic()
+                self.stop.wait(0.2)
+            self.notifier.stopping()
+            log.info("daemon.stopping")
+            self._stop_workers(workers)
+            server.should_exit = True
+            web.join(timeout=10)
+            self.rt.close()
+            log.info("daemon.stopped")
+        return 0
+
+    def _install_signals(self) -> None:
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            self.stop.set()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            self.reload_requested.set()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _reload(self, app: SwappableApp, scheduler: Scheduler, workers: list[Any]) -> Scheduler:
+        self.notifier.reloading()
+        try:
+            config = config_mod.load(self.config_path)
+            new_rt = Runtime(config, environ=self.environ)
+        except (ConfigError, NpsSyncError) as exc:
+            log.error("config.reload_refused", file=str(self.config_path), error=str(exc))
+            self.notifier.ready(status="reload refused; running on the previous config")
+            return scheduler
+        self._stop_workers(workers)
+        old, self.rt = self.rt, new_rt
+        app.app = create_app(new_rt)
+        workers[:] = self._start_workers(config.daemon.workers)
+        if old is not None:
+            old.close()
+        log.info("config.reloaded", file=str(self.config_path), programs=[p.name for p in config.program])
+        self.notifier.ready(status="config reloaded")
+        return Scheduler(new_rt.store, config)
+
+    # --- workers --------------------------------------------------------------------------------
+
+    def _start_workers(self, count: int) -> list[Any]:
+        stop = threading.Event()
+        threads = [
+            threading.Thread(target=self._work, args=(stop, f"worker-{i}"), name=f"worker-{i}", daemon=True)
+            for i in range(count)
+        ]
+        for t in threads:
+            t.start()
+        return [stop, *threads]
+
+    def _stop_workers(self, workers: list[Any]) -> None:
+        stop, *threads = workers
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+
+    def _work(self, stop: threading.Event, name: str) -> None:
+        rt = self.rt
+        assert rt is not None
+        while not stop.is_set() and not self.stop.is_set():
+            self.beats[name] = time.monotonic()
+            try:
+                done = rt.background_once()
+            except Exception as exc:
+                log.error("worker.error", worker=name, error=f"{type(exc).__name__}: {exc}")
+                done = 0
+            if not done:
+                stop.wait(IDLE_SLEEP)
+
+    def _workers_alive(self) -> bool:
+        now = time.monotonic()
+        return bool(self.beats) and all(now - beat < 120 for beat in self.beats.values())

@@ -1,0 +1,264 @@
+"""Render survey, reminder and playbook messages exactly as recipients receive them.
+
+Every email carries 11 score links and a one-click unsubscribe (RFC 8058 ``List-Unsubscribe`` +
+``List-Unsubscribe-Post`` headers, and a footer link), the sender's postal address, and a second,
+tagged rendering so providers that send one body to many recipients can batch (see
+``TaggedContent``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from functools import cache
+from importlib.resources import files
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import escape
+
+from nps_sync.config import Config, ProgramConfig
+from nps_sync.models import Category, OutboundMessage, TaggedContent
+from nps_sync.tokens import Tokens
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_messages = Environment(
+    loader=PackageLoader("nps_sync", "templates/messages"),
+    autoescape=select_autoescape(["html"]),
+    undefined=StrictUndefined,
+    keep_trailing_newline=True,
+)
+# Survey wording comes from config files edited by ops: render it sandboxed.
+_text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+@cache
+def shipped_texts(language: str) -> dict[str, str]:
+    data = tomllib.loads(files("nps_sync").joinpath(f"locales/{language}.toml").read_text("utf-8"))
+    return {k: str(v) for k, v in data.items()}
+
+
+def choose_language(locale: str | None, program: ProgramConfig) -> str:
+    """The recipient's language: the CRM locale's language when the program offers it, else the default."""
+    if locale:
+        lang = locale.replace("-", "_").split("_")[0].lower()
+        if lang in program.languages:
+            return lang
+    return program.default_language
+
+
+class Renderer:
+    def __init__(self, config: Config, tokens: Tokens) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.company = config.daemon.company_name
+        self.public_url = config.daemon.public_url
+
+    # --- wording ------------------------------------------------------------------------------------
+
+    def text(self, language: str, key: str, program: ProgramConfig | None = None, **ctx: Any) -> str:
+        """One piece of wording, from the program's override or the shipped text, rendered."""
+        source = shipped_texts(language).get(key, "")
+        if program is not None and language in program.text:
+            override = (
+                getattr(program.text[language], key, "") if hasattr(program.text[language], key) else ""
+            )
+            source = override or source
+        values = {"company": self.company, "first_name": "", "program": program.name if program else ""}
+        values.update(ctx)
+        return _text_env.from_string(source).render(**values).strip()
+
+    def follow_up(self, language: str, category: Category, program: ProgramConfig | None) -> str:
+        return self.text(language, f"follow_up_{category.value}", program)
+
+    # --- links ---------------------------------------------------------------------------------
+
+    def score_links(self, send_id: int) -> list[str]:
+        return [
+            f"{self.public_url}/r/{self.tokens.sign('survey', {'s': send_id, 'v': score})}"
+            for score in range(11)
+        ]
+
+    def survey_link(self, send_id: int) -> str:
+        return f"{self.public_url}/r/{self.tokens.sign('survey', {'s': send_id})}"
+
+    def unsubscribe_token(self, send_id: int) -> str:
+        return self.tokens.sign("unsubscribe", {"s": send_id})
+
+    def unsubscribe_headers(self, token: str) -> dict[str, str]:
+        email = self.config.channels.email
+        mailto = email.unsubscribe_mailto or email.from_address
+        return {
+            "List-Unsubscribe": (
+                f"<{self.public_url}/u/{token}>, <mailto:{mailto}?subject={quote('unsubscribe ' + token)}>"
+            ),
+            "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        }
+
+    @property
+    def sender(self) -> str:
+        email = self.config.channels.email
+        return f"{email.from_name} <{email.from_address}>" if email.from_name else email.from_address
+
+    # --- messages ------------------------------------------------------------------------------
+
+    def survey_email(
+        self,
+        *,
+        send_id: int,
+        send_key: str,
+        to: str,
+        first_name: str,
+        program: ProgramConfig,
+        language: str,
+        reminder: bool = False,
+        purpose: str = "survey",
+    ) -> OutboundMessage:
+        subject = self.text(language, "reminder_subject" if reminder else "subject", program)
+        question = self.text(language, "question", program)
+        return self._email(
+            send_id=send_id,
+            send_key=send_key,
+            to=to,
+            subject=subject,
+            language=language,
+            program=program,
+            intro=self.text(language, "intro", program, first_name=first_name),
+            per_recipient_links=self.score_links(send_id),
+            shared={"question": question, "body_text": "", "body_html": ""},
+            purpose="reminder" if reminder else purpose,
+        )
+
+    def plain_email(
+        self,
+        *,
+        send_id: int,
+        send_key: str,
+        to: str,
+        subject: str,
+        body: str,
+        language: str,
+        program: ProgramConfig | None,
+        purpose: str = "playbook",
+    ) -> OutboundMessage:
+        """A playbook email: the playbook's text in the survey layout, with footer and unsubscribe."""
+        body_html = escape(body).replace("\n\n", "</p><p>").replace("\n", "<br>")
+        return self._email(
+            send_id=send_id,
+            send_key=send_key,
+            to=to,
+            subject=subject,
+            language=language,
+            program=program,
+            intro="",
+            per_recipient_links=[],
+            shared={"question": "", "body_text": body, "body_html": f"<p>{body_html}</p>"},
+            purpose=purpose,
+        )
+
+    def _email(
+        self,
+        *,
+        send_id: int,
+        send_key: str,
+        to: str,
+        subject: str,
+        language: str,
+        program: ProgramConfig | None,
+        intro: str,
+        per_recipient_links: list[str],
+        shared: Mapping[str, str],
+        purpose: str,
+    ) -> OutboundMessage:
+        unsubscribe_token = self.unsubscribe_token(send_id)
+        unsubscribe_url = f"{self.public_url}/u/{unsubscribe_token}"
+        common = {
+            "language": language,
+            "subject": subject,
+            "low_label": self.text(language, "low_label", program),
+            "high_label": self.text(language, "high_label", program),
+            "footer": self.text(language, "footer", program),
+            "unsubscribe": self.text(language, "unsubscribe", program),
+            "postal_address": self.config.channels.email.postal_address,
+            **shared,
+        }
+
+        def render(
+            intro_: str, links: list[str], unsub: str, intro_html: str | None = None
+        ) -> tuple[str, str]:
+            html_intro = escape(intro_) if intro_html is None else intro_html
+            html = _messages.get_template("survey.html").render(
+                **common, intro=html_intro, score_links=links, unsubscribe_url=unsub
+            )
+            text = _messages.get_template("survey.txt").render(
+                **common, intro=intro_, score_links=links, unsubscribe_url=unsub
+            )
+            return html, text
+
+        html, text = render(intro, per_recipient_links, unsubscribe_url)
+        tags = [f"-link_{i}-" for i in range(len(per_recipient_links))]
+        tagged_html, tagged_text = render("-intro-", tags, "-unsubscribe_url-", intro_html="-intro_html-")
+        substitutions = {
+            "-intro-": intro,
+            "-intro_html-": str(escape(intro)),
+            "-unsubscribe_url-": unsubscribe_url,
+            **dict(zip(tags, per_recipient_links, strict=True)),
+        }
+        tagged: TaggedContent | None = TaggedContent(subject, tagged_text, tagged_html, substitutions)
+        if _substitute(tagged_html, substitutions) != html or _substitute(tagged_text, substitutions) != text:
+            tagged = None  # wording that contains a tag by accident: send this one on its own
+        return OutboundMessage(
+            send_key=send_key,
+            channel="email",
+            to=to,
+            subject=subject,
+            text=text,
+            html=html,
+            headers=self.unsubscribe_headers(unsubscribe_token),
+            template_data={
+                "intro": intro,
+                "question": shared.get("question", ""),
+                "body": shared.get("body_text", ""),
+                "score_links": per_recipient_links,
+                "unsubscribe_url": unsubscribe_url,
+                "language": language,
+                "purpose": purpose,
+                "company": self.company,
+                "postal_address": self.config.channels.email.postal_address,
+            },
+            purpose=purpose,
+            tagged=tagged,
+            sender=self.sender,
+            reply_to=self.config.channels.email.reply_to or None,
+        )
+
+    def survey_sms(
+        self, *, send_key: str, to: str, program: ProgramConfig, language: str, reminder: bool = False
+    ) -> OutboundMessage:
+        body = self.text(language, "sms", program)
+        return OutboundMessage(
+            send_key=send_key,
+            channel="sms",
+            to=to,
+            subject="",
+            text=body,
+            template_data={"language": language, "purpose": "reminder" if reminder else "survey"},
+            purpose="reminder" if reminder else "survey",
+        )
+
+    def plain_sms(self, *, send_key: str, to: str, body: str, purpose: str = "playbook") -> OutboundMessage:
+        return OutboundMessage(
+            send_key=send_key, channel="sms", to=to, subject="", text=body, purpose=purpose
+        )
+
+
+def _substitute(content: str, substitutions: Mapping[str, str]) -> str:
+    for tag, value in substitutions.items():
+        content = content.replace(tag, value)
+    return content

@@ -1,0 +1,348 @@
+"""Recording answers: web form posts, SMS replies, provider events.
+
+A response is stored in one transaction together with its write-back job and its playbook runs, so
+a crash loses none of them. A later answer to the same survey replaces the earlier one. Webhook
+events are deduplicated in the database on ``(provider, event_id)``, shared by every replica.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from sqlalchemy import Connection, delete, desc, select, update
+
+from nps_sync.abc import InboundReply
+from nps_sync.config import Config
+from nps_sync.models import Category
+from nps_sync.queue import enqueue
+from nps_sync.render import Renderer
+from nps_sync.sending import suppress
+from nps_sync.sms_text import parse_sms
+from nps_sync.store import schema
+from nps_sync.store.db import Store, utcnow
+from nps_sync.survey import contact_from_snapshot
+from nps_sync.timezones import normalize_email, normalize_phone
+
+log = structlog.get_logger("nps_sync.responses")
+
+SUPPRESSING_EVENTS = {
+    "bounce": "bounced",
+    "dropped": "dropped",
+    "spamreport": "spam_report",
+    "unsubscribe": "unsubscribed",
+    "group_unsubscribe": "unsubscribed",
+}
+COMMENT_WINDOW = timedelta(hours=24)
+
+
+class EventHook(Protocol):
+    """Where a recorded response goes next (the playbook engine): called inside the transaction."""
+
+    def __call__(self, conn: Connection, response: RecordedResponse) -> None: ...
+
+
+@dataclass(frozen=True)
+class RecordedResponse:
+    id: int
+    send_id: int
+    program: str
+    contact_id: str
+    account_id: str | None
+    score: int
+    category: Category
+    previous_category: str | None
+    comment: str | None
+    replaced: bool
+    category_changed: bool
+    snapshot: dict[str, Any]
+    responded_at: datetime
+
+
+class ResponseError(ValueError):
+    """The answer cannot be recorded (unknown survey, score outside 0–10)."""
+
+
+class Responses:
+    def __init__(
+        self, store: Store, config: Config, renderer: Renderer, on_response: EventHook | None = None
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.renderer = renderer
+        self.on_response = on_response
+
+    # --- answers ----------------------------------------------------------------------------------
+
+    def record(self, send_id: int, score: int, comment: str | None, *, channel: str) -> RecordedResponse:
+        """Record (or replace) the answer to survey ``send_id``. Raises ResponseError."""
+        try:
+            category = Category.of(score)
+        except ValueError as exc:
+            raise ResponseError(str(exc)) from exc
+        comment = (comment or "").strip()[:5000] or None
+        now = utcnow()
+        with self.store.begin() as conn:
+            send = conn.execute(select(schema.sends).where(schema.sends.c.id == send_id)).mappings().first()
+            if send is None or send["kind"] not in ("survey",):
+                raise ResponseError(f"no survey with id {send_id}")
+            resp = schema.responses
+            existing = conn.execute(select(resp).where(resp.c.send_id == send_id)).mappings().first()
+            previous = conn.execute(
+                select(resp.c.category)
+                .where(resp.c.contact_id == send["contact_id"], resp.c.send_id != send_id)
+                .order_by(desc(resp.c.responded_at))
+                .limit(1)
+            ).scalar_one_or_none()
+            if existing is None:
+                inserted = conn.execute(
+                    resp.insert().values(
+                        send_id=send_id,
+                        program=send["program"],
+                        contact_id=send["contact_id"],
+                        account_id=send["account_id"],
+                        score=score,
+                        category=category.value,
+                        previous_category=previous,
+                        comment=comment,
+                        channel=channel,
+                        responded_at=now,
+                        updated_at=now,
+                    )
+                )
+                assert inserted.inserted_primary_key is not None
+                response_id = int(inserted.inserted_primary_key[0])
+            else:
+                response_id = int(existing["id"])
+                conn.execute(
+                    update(resp)
+                    .where(resp.c.id == response_id)
+                    .values(
+                        score=score, category=category.value, comment=comment, channel=channel, updated_at=now
+                    )
+                )
+            recorded = RecordedResponse(
+                id=response_id,
+                send_id=send_id,
+                program=send["program"],
+                contact_id=send["contact_id"],
+                account_id=send["account_id"],
+                score=score,
+                category=category,
+                previous_category=previous,
+                comment=comment,
+                replaced=existing is not None,
+                category_changed=existing is None or existing["category"] != category.value,
+                snapshot=dict(send["snapshot"]),
+                responded_at=now if existing is None else existing["responded_at"],
+            )
+            enqueue(
+                self.store,
+                conn,
+                "writeback",
+                {"contact_id": send["contact_id"], "account_id": send["account_id"]},
+            )
+            if self.on_response is not None and (
+                existing is None or recorded.category_changed or (existing["score"] != score)
+            ):
+                self.on_response(conn, recorded)
+        log.info(
+            "response.recorded",
+            response_id=response_id,
+            send_id=send_id,
+            program=recorded.program,
+            contact_id=recorded.contact_id,
+            score=score,
+            category=category.value,
+            channel=channel,
+            replaced=recorded.replaced,
+        )
+        return recorded
+
+    def add_comment(self, response_id: int, comment: str) -> None:
+        with self.store.begin() as conn:
+            row = (
+                conn.execute(select(schema.responses).where(schema.responses.c.id == response_id))
+                .mappings()
+                .one()
+            )
+            conn.execute(
+                update(schema.responses)
+                .where(schema.responses.c.id == response_id)
+                .values(comment=comment.strip()[:5000] or None, updated_at=utcnow())
+            )
+            enqueue(
+                self.store,
+                conn,
+                "writeback",
+                {"contact_id": row["contact_id"], "account_id": row["account_id"]},
+            )
+
+    def unsubscribe(self, send_id: int, *, source: str) -> bool:
+        """Suppress the address a send went to (one-click or the unsubscribe page). True when new."""
+        with self.store.begin() as conn:
+            send = conn.execute(select(schema.sends).where(schema.sends.c.id == send_id)).mappings().first()
+            if send is None:
+                raise ResponseError(f"no send with id {send_id}")
+            return suppress(
+                self.store,
+                conn,
+                send["channel"],
+                send["address"],
+                "unsubscribed",
+                source,
+                contact_id=send["contact_id"],
+            )
+
+    # --- the InboundSink the channels' webhooks call ----------------------------------------------
+
+    def _first_time(
+        self,
+        conn: Connection,
+        provider: str,
+        event_id: str,
+        kind: str,
+        send_key: str | None = None,
+        detail: str = "",
+    ) -> bool:
+        return self.store.insert_ignore(
+            conn,
+            schema.inbound_events,
+            {
+                "provider": provider,
+                "event_id": event_id[:200],
+                "kind": kind[:40],
+                "send_key": send_key,
+                "detail": detail[:2000],
+                "received_at": utcnow(),
+            },
+            "provider",
+            "event_id",
+        )
+
+    def sms_received(
+        self, *, provider: str, event_id: str, from_number: str, to_number: str, body: str
+    ) -> InboundReply:
+        phone = normalize_phone(from_number) or from_number
+        intent = parse_sms(body)
+        with self.store.begin() as conn:
+            if not self._first_time(conn, provider, event_id, f"sms.{intent.kind}"):
+                log.info("sms.duplicate", provider=provider, event_id=event_id)
+                return InboundReply(None)
+            last = (
+                conn.execute(
+                    select(schema.sends)
+                    .where(
+                        schema.sends.c.channel == "sms",
+                        schema.sends.c.address == phone,
+                        schema.sends.c.state == "sent",
+                    )
+                    .order_by(desc(schema.sends.c.sent_at))
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            language = last["language"] if last else "en"
+            program = next((p for p in self.config.program if last and p.name == last["program"]), None)
+            contact_id = last["contact_id"] if last else None
+            if intent.kind == "stop":
+                added = suppress(self.store, conn, "sms", phone, "stop", "sms_reply", contact_id=contact_id)
+                log.info("sms.stop", new=added)
+                return InboundReply(self.renderer.text(language, "sms_stop", program) if added else None)
+            if intent.kind == "start":
+                removed = conn.execute(
+                    delete(schema.suppressions).where(
+                        schema.suppressions.c.channel == "sms", schema.suppressions.c.address == phone
+                    )
+                ).rowcount
+                if removed and contact_id:
+                    enqueue(
+                        self.store,
+                        conn,
+                        "crm_opt_out",
+                        {"contact_id": contact_id, "channel": "sms", "value": False},
+                    )
+                return InboundReply(self.renderer.text(language, "sms_start", program))
+            if intent.kind == "help":
+                return InboundReply(self.config.channels.sms.help_text)
+        if last is None:
+            log.info("sms.unmatched", provider=provider)
+            return InboundReply(None)
+        survey_id = int(last["survey_send_id"] or last["id"])
+        if intent.kind == "score" and intent.score is not None:
+            recorded = self.record(survey_id, intent.score, intent.comment, channel="sms")
+            if intent.comment:
+                return InboundReply(self.renderer.text(language, "sms_comment_thanks", program))
+            follow_up = self.renderer.follow_up(language, recorded.category, program)
+            return InboundReply(self.renderer.text(language, "sms_thanks", program, follow_up=follow_up))
+        # Free text: the comment to a score given within the last 24 hours.
+        with self.store.read() as conn:
+            response = conn.execute(
+                select(schema.responses.c.id, schema.responses.c.updated_at).where(
+                    schema.responses.c.send_id == survey_id
+                )
+            ).first()
+        if response is not None and response.updated_at >= utcnow() - COMMENT_WINDOW:
+            self.add_comment(int(response.id), intent.text)
+            return InboundReply(self.renderer.text(language, "sms_comment_thanks", program))
+        return InboundReply(self.renderer.text(language, "sms_invalid", program))
+
+    def delivery_event(
+        self,
+        *,
+        provider: str,
+        event_id: str,
+        event: str,
+        send_key: str | None,
+        address: str | None,
+        occurred_at: datetime | None,
+        detail: str = "",
+    ) -> bool:
+        with self.store.begin() as conn:
+            if not self._first_time(conn, provider, event_id, event, send_key, detail):
+                return False
+            send = None
+            if send_key:
+                send = (
+                    conn.execute(select(schema.sends).where(schema.sends.c.send_key == send_key))
+                    .mappings()
+                    .first()
+                )
+            channel = send["channel"] if send else ("sms" if address and address.startswith("+") else "email")
+            norm = (send["address"] if send else None) or (
+                normalize_phone(address) if channel == "sms" else normalize_email(address)
+            )
+            reason = SUPPRESSING_EVENTS.get(event)
+            if event in ("failed", "undelivered") and detail.strip() in ("21610", "21614", "21211"):
+                reason = "opted_out_at_provider" if detail.strip() == "21610" else "invalid_number"
+            if reason and norm:
+                suppress(
+                    self.store,
+                    conn,
+                    channel,
+                    norm,
+                    reason,
+                    provider,
+                    contact_id=send["contact_id"] if send else None,
+                )
+            if (
+                send is not None
+                and event in ("delivered", "failed", "undelivered", "bounce", "dropped")
+                and send["state"] == "unknown"
+            ):
+                # Provider evidence resolves a send left unknown by a crash.
+                state = "sent" if event == "delivered" else "failed"
+                conn.execute(
+                    update(schema.sends)
+                    .where(schema.sends.c.id == send["id"])
+                    .values(state=state, updated_at=utcnow())
+                )
+        log.info("event.recorded", provider=provider, kind=event, suppressed=bool(reason and norm))
+        return True
+
+
+def contact_for(response: RecordedResponse) -> Any:
+    return contact_from_snapshot(response.snapshot)

@@ -1,0 +1,245 @@
+"""Build everything a config describes — store, connectors, services — once, for the daemon, the CLI
+and tests. The core passes these objects in; nothing reaches for globals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+import requests
+import structlog
+from sqlalchemy import Connection
+
+from nps_sync import registry
+from nps_sync.abc import CRM, Channel, ConnectorContext
+from nps_sync.business_time import BusinessCalendar
+from nps_sync.config import WEEKDAYS, Config, ConnectorTable
+from nps_sync.errors import ConfigError
+from nps_sync.playbooks import (
+    PlaybookEngine,
+    PlaybookEvent,
+    PlaybookMessage,
+    PlaybookServices,
+    check_playbooks,
+    load_playbooks,
+)
+from nps_sync.queue import JobQueue
+from nps_sync.render import Renderer, choose_language
+from nps_sync.responses import RecordedResponse, Responses
+from nps_sync.secrets import Secrets
+from nps_sync.sending import Sender
+from nps_sync.store import schema
+from nps_sync.store.db import Store, utcnow
+from nps_sync.survey import contact_from_snapshot, next_opening, snapshot
+from nps_sync.timezones import normalize_email, normalize_phone, resolve_zone
+from nps_sync.tokens import Tokens, load_keys
+from nps_sync.waves import WaveSummary, run_wave, schedule_followups, wave_id_for
+from nps_sync.writeback import WriteBack
+
+log = structlog.get_logger("nps_sync.runtime")
+
+
+def calendar_for(config: Config) -> BusinessCalendar:
+    cal = config.daemon.business_calendar
+    return BusinessCalendar(
+        tz=config.daemon.time_zone,
+        work_days=frozenset(WEEKDAYS.index(d) for d in cal.work_days),
+        hours=cal.hours,
+        holidays=frozenset(cal.holidays),
+    )
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store or Store(config.database_url)
+        self.store.upgrade()
+        self.secrets = Secrets(environ)
+        self.tokens = Tokens(
+            load_keys(self.secrets, config.daemon.signing_keys_secret, config.state_dir),
+            max_age={
+                "survey": config.daemon.survey_link_max_age,
+                "unsubscribe": config.daemon.unsubscribe_link_max_age,
+                "testimonial": config.daemon.survey_link_max_age,
+            },
+        )
+        self.renderer = Renderer(config, self.tokens)
+        self.calendar = calendar_for(config)
+        self.responses = Responses(self.store, config, self.renderer, on_response=self._on_response)
+        self._overrides = overrides
+        self.crm: CRM = self._build(config.crm, "crm", "crm")
+        self.channels: dict[str, Channel] = {
+            "email": self._build(config.channels.email, "email", "channel"),
+            "sms": self._build(config.channels.sms, "sms", "channel"),
+        }
+        self.playbooks = load_playbooks(config.playbook_paths())
+        problems = check_playbooks(self.playbooks)
+        if problems:
+            raise ConfigError("\n".join(problems), problems=problems)
+        self.http = requests.Session()
+        self.engine = PlaybookEngine(
+            self.playbooks,
+            PlaybookServices(
+                store=self.store,
+                crm=self.crm,
+                calendar=self.calendar,
+                public_url=config.daemon.public_url,
+                send_message=self._send_message,
+                http=self.http,
+                now=utcnow,
+            ),
+        )
+        self.writeback = WriteBack(self.store, self.crm, account_window=config.daemon.account_window)
+        self.queue = JobQueue(
+            self.store,
+            {
+                "writeback": self.writeback.handle,
+                "crm_opt_out": self.writeback.opt_out,
+                "playbook_step": self.engine.run_steps,
+                "wave": self._wave_job,
+            },
+            batch_sizes={"writeback": 200, "crm_opt_out": 200, "playbook_step": 100, "wave": 1},
+        )
+        self.sender = Sender(self.store, config, self.channels, self.renderer)
+
+    def _build(self, table: ConnectorTable, role: Literal["crm", "email", "sms"], kind: str) -> Any:
+        path = "crm" if role == "crm" else f"channels.{role}"
+        spec = registry.get(table.kind, role=kind, path=f"{self.config.source}: {path}.kind")
+        options = spec.options.model_validate(table.options)
+        ctx = ConnectorContext(
+            role=role,
+            state_dir=self.config.state_dir,
+            public_url=self.config.daemon.public_url,
+            time_zone=self.config.daemon.time_zone,
+            secrets=self.secrets,
+            store=self.store,
+            inbound=self.responses,
+            overrides=self._overrides,
+        )
+        return spec.factory(options, ctx)
+
+    # --- hooks ----------------------------------------------------------------------------------
+
+    def _on_response(self, conn: Connection, response: RecordedResponse) -> None:
+        self.engine.on_event(
+            conn,
+            PlaybookEvent(
+                trigger="response",
+                contact=contact_from_snapshot(response.snapshot),
+                program=response.program,
+                occurred_at=utcnow(),
+                send_id=response.send_id,
+                response_id=response.id,
+                score=response.score,
+                category=response.category.value,
+                previous_category=response.previous_category,
+                comment=response.comment,
+            ),
+        )
+
+    def _send_message(self, conn: Connection, message: PlaybookMessage) -> None:
+        """Queue a playbook message to the respondent through the normal at-most-once send path."""
+        contact = message.contact
+        raw = contact.email if message.channel == "email" else contact.phone
+        address = normalize_email(raw) if message.channel == "email" else normalize_phone(raw)
+        if address is None:
+            log.warning(
+                "playbook.message_skipped", key=message.key, reason=f"no valid {message.channel} address"
+            )
+            return
+        program = next((p for p in self.config.program if p.name == message.program), None)
+        default_zone = program.default_time_zone if program else self.config.daemon.time_zone
+        zone = resolve_zone(
+            crm_zone=contact.time_zone, phone=contact.phone, country=contact.country, default=default_zone
+        )
+        now = utcnow()
+        not_before = now
+        if message.channel == "sms":
+            not_before = next_opening(now, zone.zones, [self.config.channels.sms.quiet_hours]) or now
+        self.store.insert_ignore(
+            conn,
+            schema.sends,
+            {
+                "send_key": message.key,
+                "program": message.program,
+                "wave_id": None,
+                "contact_id": contact.id,
+                "account_id": contact.account_id,
+                "kind": "playbook",
+                "channel": message.channel,
+                "address": address,
+                "language": choose_language(contact.locale, program) if program else "en",
+                "time_zone": zone.zones[0].key,
+                "state": "queued",
+                "not_before": not_before,
+                "survey_send_id": message.survey_send_id,
+                "template": message.playbook,
+                "content": {"subject": message.subject, "text": message.text},
+                "snapshot": snapshot(contact),
+                "created_at": now,
+                "updated_at": now,
+            },
+            "send_key",
+        )
+
+    def _wave_job(self, payloads: Any) -> None:
+        for payload in payloads:
+            program = self.config.program_named(payload["program"])
+            self.run_wave(program.name, wave_id=payload["wave_id"])
+
+    # --- operations -------------------------------------------------------------------------------
+
+    def run_wave(
+        self,
+        program_name: str,
+        *,
+        wave_id: str | None = None,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> WaveSummary:
+        program = self.config.program_named(program_name)
+        wave_id = wave_id or wave_id_for(program.name, now or utcnow())
+        return run_wave(self.store, self.config, self.crm, program, wave_id, dry_run=dry_run, now=now)
+
+    def background_once(self) -> int:
+        """One round of background work: sends, queued jobs, follow-ups. Returns work items done."""
+        done = self.sender.run_once()
+        done += self.queue.run_once()
+        return done
+
+    def periodic(self) -> None:
+        """Work that scans the store on a timer (every minute in the daemon)."""
+        schedule_followups(self.store, self.config)
+        with self.store.begin() as conn:
+            self.engine.scan_no_response(conn)
+        self.engine.check_overdue()
+
+    def drain(self, *, rounds: int = 200) -> int:
+        """Run sends and jobs until nothing is due (tests and one-shot CLI commands)."""
+        total = 0
+        for _ in range(rounds):
+            done = self.background_once()
+            if not done:
+                break
+            total += done
+        return total
+
+    def recover(self) -> None:
+        """At start-up: sends a dead process left mid-call become unknown, then reconcile them."""
+        self.sender.mark_abandoned()
+        self.sender.reconcile()
+
+    def close(self) -> None:
+        for channel in self.channels.values():
+            channel.close()
+        self.crm.close()
+        self.http.close()
+        self.store.dispose()

@@ -1,0 +1,71 @@
+"""Fire each program's wave on its cron schedule — exactly once per scheduled time.
+
+APScheduler 3.11's ``CronTrigger`` computes the fire times (DST-correct, in the daemon's time zone).
+Each fire time is claimed as a row ``(schedule, fire_at)`` with INSERT … ON CONFLICT DO NOTHING before
+the wave is queued, so a second replica, or a paused former leader waking up, cannot fire it twice.
+Fire times missed while the daemon was down are not caught up (the next one runs as scheduled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+from apscheduler.triggers.cron import CronTrigger
+
+from nps_sync.config import Config, ProgramConfig
+from nps_sync.queue import WORKER_ID, enqueue
+from nps_sync.store import schema
+from nps_sync.store.db import Store, utcnow
+from nps_sync.waves import wave_id_for
+
+log = structlog.get_logger("nps_sync.scheduler")
+
+
+def claim_tick(store: Store, schedule: str, fire_at: datetime, *, worker_id: str = WORKER_ID) -> bool:
+    """Claim one scheduled fire time and queue its wave; False when someone already did."""
+    with store.begin() as conn:
+        if not store.insert_ignore(
+            conn,
+            schema.ticks,
+            {"schedule": schedule, "fire_at": fire_at, "claimed_by": worker_id, "claimed_at": utcnow()},
+            "schedule",
+            "fire_at",
+        ):
+            return False
+        wave_id = wave_id_for(schedule, fire_at)
+        enqueue(store, conn, "wave", {"program": schedule, "wave_id": wave_id}, dedupe_key=f"wave:{wave_id}")
+    log.info("schedule.fired", program=schedule, fire_at=fire_at.isoformat(), wave_id=wave_id)
+    return True
+
+
+class Scheduler:
+    def __init__(self, store: Store, config: Config, *, now: datetime | None = None) -> None:
+        self.store = store
+        self.programs: Sequence[ProgramConfig] = [p for p in config.program if p.enabled]
+        self.triggers = {
+            p.name: CronTrigger.from_crontab(p.schedule, timezone=config.daemon.time_zone)
+            for p in self.programs
+        }
+        start = now or utcnow()
+        self.next_at: dict[str, datetime | None] = {
+            name: trigger.get_next_fire_time(None, start) for name, trigger in self.triggers.items()
+        }
+
+    def due(self, now: datetime | None = None) -> int:
+        """Claim every fire time that has come; returns how many waves this call queued."""
+        now = now or utcnow()
+        fired = 0
+        for name, trigger in self.triggers.items():
+            while (at := self.next_at[name]) is not None and at <= now:
+                fired += claim_tick(self.store, name, at)
+                self.next_at[name] = trigger.get_next_fire_time(at, now)
+                if self.next_at[name] == at:  # never loop on a trigger that repeats the same time
+                    self.next_at[name] = None
+        return fired
+
+    def fire_now(self, now: datetime | None = None) -> int:
+        """The start-up wave of every enabled program (``run_on_start``), claimed like a tick."""
+        at = (now or utcnow()).replace(second=0, microsecond=0)
+        return sum(claim_tick(self.store, p.name, at) for p in self.programs)

@@ -1,0 +1,334 @@
+"""Sending: at most once per send key, then reconciliation.
+
+A send row is committed as ``sending`` (claimed) *before* the provider is called, and never claimed
+again automatically. The outcome is recorded after the call. A crash between the two leaves the row
+in ``sending``; at start-up such rows become ``unknown`` and are resolved from provider evidence
+(``Channel.lookup``) — only a send the provider provably does not have is queued again. So a crash at
+any moment sends no survey twice (../shared/docs/reliability-and-compliance.md §1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import select, update
+
+from nps_sync.abc import Channel
+from nps_sync.config import Config
+from nps_sync.errors import AmbiguousOutcome, AuthFailed, ConnectorUnavailable, RateLimited
+from nps_sync.models import OutboundMessage, PendingSend, SendOutcome
+from nps_sync.queue import WORKER_ID, enqueue
+from nps_sync.render import Renderer
+from nps_sync.store import schema
+from nps_sync.store.db import Store, utcnow
+
+log = structlog.get_logger("nps_sync.sending")
+
+PAUSE_KEY = "sending.paused"
+RETRY_TRANSIENT = timedelta(minutes=1)
+
+
+def is_paused(store: Store) -> bool:
+    return store.get_setting(PAUSE_KEY) == "1"
+
+
+def set_paused(store: Store, paused: bool) -> None:
+    store.set_setting(PAUSE_KEY, "1" if paused else "0")
+    log.warning("sending.paused" if paused else "sending.resumed")
+
+
+class Sender:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        channels: Mapping[str, Channel],
+        renderer: Renderer,
+        *,
+        worker_id: str = WORKER_ID,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.channels = dict(channels)
+        self.renderer = renderer
+        self.worker_id = worker_id
+        self.disabled: dict[str, str] = {}
+
+    # --- the send path ------------------------------------------------------------------------
+
+    def run_once(self, now: datetime | None = None) -> int:
+        """Claim and send one batch per channel. Returns the number of sends attempted."""
+        if is_paused(self.store):
+            return 0
+        total = 0
+        for kind, channel in self.channels.items():
+            if kind in self.disabled:
+                continue
+            rows = self._claim(kind, channel.max_batch, now or utcnow())
+            if rows:
+                total += len(rows)
+                self._send(channel, rows)
+        return total
+
+    def _claim(self, kind: str, limit: int, now: datetime) -> list[dict[str, Any]]:
+        sends, sup = schema.sends, schema.suppressions
+        with self.store.begin() as conn:
+            query = (
+                select(sends)
+                .where(sends.c.state == "queued", sends.c.channel == kind, sends.c.not_before <= now)
+                .order_by(sends.c.not_before, sends.c.id)
+                .limit(limit)
+            )
+            if not self.store.is_sqlite:
+                query = query.with_for_update(skip_locked=True)
+            rows = [dict(r) for r in conn.execute(query).mappings()]
+            if not rows:
+                return []
+            # The person may have unsubscribed since the wave was planned: check again, at the last moment.
+            suppressed = {
+                r.address: r.reason
+                for r in conn.execute(
+                    select(sup.c.address, sup.c.reason).where(
+                        sup.c.channel == kind, sup.c.address.in_([r["address"] for r in rows])
+                    )
+                )
+            }
+            cancel = [r["id"] for r in rows if r["address"] in suppressed and r["kind"] != "confirmation"]
+            if cancel:
+                conn.execute(
+                    update(sends)
+                    .where(sends.c.id.in_(cancel))
+                    .values(state="cancelled", error="suppressed before sending", updated_at=now)
+                )
+            rows = [r for r in rows if r["id"] not in cancel]
+            if rows:
+                conn.execute(
+                    update(sends)
+                    .where(sends.c.id.in_([r["id"] for r in rows]))
+                    .values(state="sending", claimed_by=self.worker_id, claimed_at=now, updated_at=now)
+                )
+        return rows
+
+    def _send(self, channel: Channel, rows: list[dict[str, Any]]) -> None:
+        messages: list[OutboundMessage] = []
+        outcomes: dict[str, SendOutcome] = {}
+        for row in rows:
+            try:
+                messages.append(self.message_for(row))
+            except Exception as exc:  # a template problem fails this message, not the batch
+                outcomes[row["send_key"]] = SendOutcome(row["send_key"], "failed", reason=f"render: {exc}")
+        try:
+            for outcome in channel.send(messages) if messages else []:
+                outcomes[outcome.send_key] = outcome
+        except RateLimited as exc:
+            self._requeue([m.send_key for m in messages], exc.retry_after or 60.0, str(exc))
+        except AuthFailed as exc:
+            self.disabled[channel.kind] = str(exc)
+            self._requeue([m.send_key for m in messages], 0.0, str(exc))
+            log.error("channel.disabled", channel=channel.name, kind=channel.kind, error=str(exc))
+        except ConnectorUnavailable as exc:
+            self._requeue([m.send_key for m in messages], 30.0, str(exc))
+        except (AmbiguousOutcome, Exception) as exc:
+            # We cannot know whether the provider took them: never resend blindly.
+            for m in messages:
+                outcomes[m.send_key] = SendOutcome(
+                    m.send_key, "unknown", reason=f"{type(exc).__name__}: {exc}"
+                )
+            log.error("send.ambiguous", channel=channel.name, count=len(messages), error=str(exc))
+        self.record(outcomes.values())
+
+    def _requeue(self, keys: Sequence[str], delay: float, reason: str) -> None:
+        """Nothing was accepted: put the sends back in the queue (safe, by the channel's contract)."""
+        if not keys:
+            return
+        with self.store.begin() as conn:
+            conn.execute(
+                update(schema.sends)
+                .where(schema.sends.c.send_key.in_(list(keys)), schema.sends.c.state == "sending")
+                .values(
+                    state="queued",
+                    not_before=utcnow() + timedelta(seconds=delay),
+                    error=reason[:2000],
+                    claimed_by=None,
+                    updated_at=utcnow(),
+                )
+            )
+        log.warning("send.deferred", count=len(keys), retry_in=delay, reason=reason)
+
+    def record(self, outcomes: Sequence[SendOutcome] | Any) -> None:
+        """Store provider outcomes (and suppress addresses the provider says are opted out)."""
+        outcomes = list(outcomes)
+        if not outcomes:
+            return
+        now = utcnow()
+        sends = schema.sends
+        with self.store.begin() as conn:
+            rows = {
+                r.send_key: r
+                for r in conn.execute(
+                    select(sends.c.send_key, sends.c.channel, sends.c.address, sends.c.contact_id).where(
+                        sends.c.send_key.in_([o.send_key for o in outcomes])
+                    )
+                )
+            }
+            for o in outcomes:
+                values: dict[str, Any] = {"state": o.status, "updated_at": now, "provider_id": o.provider_id}
+                if o.status == "failed" and o.transient:
+                    values.update(state="queued", claimed_by=None, not_before=now + RETRY_TRANSIENT)
+                if o.status == "sent":
+                    values["sent_at"] = now
+                if o.reason:
+                    values["error"] = o.reason[:2000]
+                conn.execute(update(sends).where(sends.c.send_key == o.send_key).values(**values))
+                row = rows.get(o.send_key)
+                if o.suppress and row is not None:
+                    suppress(
+                        self.store,
+                        conn,
+                        row.channel,
+                        row.address,
+                        "provider_refused",
+                        "send",
+                        contact_id=row.contact_id,
+                    )
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        log.info("send.recorded", **counts)
+
+    # --- rendering --------------------------------------------------------------------------------
+
+    def message_for(self, row: Mapping[str, Any]) -> OutboundMessage:
+        program = next((p for p in self.config.program if p.name == row["program"]), None)
+        send_id = row["survey_send_id"] or row["id"]
+        contact = row["snapshot"]
+        if row["kind"] in ("playbook", "confirmation"):
+            content = row["content"] or {}
+            if row["channel"] == "sms":
+                return self.renderer.plain_sms(
+                    send_key=row["send_key"],
+                    to=row["address"],
+                    body=content.get("text", ""),
+                    purpose=row["kind"],
+                )
+            return self.renderer.plain_email(
+                send_id=send_id,
+                send_key=row["send_key"],
+                to=row["address"],
+                subject=content.get("subject", ""),
+                body=content.get("text", ""),
+                language=row["language"],
+                program=program,
+                purpose=row["kind"],
+            )
+        if program is None:
+            raise LookupError(f"program {row['program']!r} is no longer configured")
+        reminder = row["kind"] == "reminder"
+        if row["channel"] == "sms":
+            return self.renderer.survey_sms(
+                send_key=row["send_key"],
+                to=row["address"],
+                program=program,
+                language=row["language"],
+                reminder=reminder,
+            )
+        return self.renderer.survey_email(
+            send_id=send_id,
+            send_key=row["send_key"],
+            to=row["address"],
+            first_name=contact.get("first_name") or "",
+            program=program,
+            language=row["language"],
+            reminder=reminder,
+        )
+
+    # --- recovery -----------------------------------------------------------------------------
+
+    def mark_abandoned(self, *, worker_ids: Sequence[str] | None = None) -> int:
+        """Sends left ``sending`` by a dead process become ``unknown`` (never back to ``queued``)."""
+        sends = schema.sends
+        cond = sends.c.state == "sending"
+        if worker_ids is not None:
+            cond = cond & sends.c.claimed_by.in_(list(worker_ids))
+        with self.store.begin() as conn:
+            result = conn.execute(update(sends).where(cond).values(state="unknown", updated_at=utcnow()))
+        if result.rowcount:
+            log.warning("send.unknown_after_crash", count=result.rowcount)
+        return int(result.rowcount or 0)
+
+    def reconcile(self) -> tuple[int, int, list[str]]:
+        """Resolve ``unknown`` sends from provider evidence. Returns (sent, requeued, unresolved keys)."""
+        sends = schema.sends
+        with self.store.read() as conn:
+            rows = conn.execute(
+                select(
+                    sends.c.send_key, sends.c.channel, sends.c.address, sends.c.claimed_at, sends.c.updated_at
+                ).where(sends.c.state == "unknown")
+            ).all()
+        sent = requeued = 0
+        unresolved: list[str] = []
+        for kind, channel in self.channels.items():
+            pending = [
+                PendingSend(r.send_key, kind, r.address, r.claimed_at or r.updated_at)  # type: ignore[arg-type]
+                for r in rows
+                if r.channel == kind
+            ]
+            if not pending:
+                continue
+            evidence = channel.lookup(pending)
+            with self.store.begin() as conn:
+                for p in pending:
+                    outcome = evidence.get(p.send_key)
+                    if outcome is None:
+                        unresolved.append(p.send_key)
+                    elif outcome.status == "sent":
+                        conn.execute(
+                            update(sends)
+                            .where(sends.c.send_key == p.send_key, sends.c.state == "unknown")
+                            .values(
+                                state="sent",
+                                provider_id=outcome.provider_id,
+                                sent_at=p.claimed_at,
+                                updated_at=utcnow(),
+                            )
+                        )
+                        sent += 1
+                    else:
+                        conn.execute(
+                            update(sends)
+                            .where(sends.c.send_key == p.send_key, sends.c.state == "unknown")
+                            .values(state="queued", claimed_by=None, updated_at=utcnow())
+                        )
+                        requeued += 1
+        if sent or requeued or unresolved:
+            log.info("send.reconciled", sent=sent, requeued=requeued, unresolved=len(unresolved))
+        return sent, requeued, unresolved
+
+
+def suppress(
+    store: Store,
+    conn: Any,
+    channel: str,
+    address: str,
+    reason: str,
+    source: str,
+    *,
+    contact_id: str | None = None,
+) -> bool:
+    """Add a suppression (in the caller's transaction) and queue the CRM opt-out write-back.
+    Returns False when the address was already suppressed."""
+    added = store.insert_ignore(
+        conn,
+        schema.suppressions,
+        {"channel": channel, "address": address, "reason": reason, "source": source, "created_at": utcnow()},
+        "channel",
+        "address",
+    )
+    if added:
+        log.info("suppression.added", channel=channel, reason=reason, source=source)
+        if contact_id:
+            enqueue(store, conn, "crm_opt_out", {"contact_id": contact_id, "channel": channel})
+    return added

@@ -1,0 +1,134 @@
+"""Write results back to the CRM: the contact's NPS fields and the account roll-up.
+
+Jobs of kind ``writeback`` are claimed in batches, so a burst of responses becomes one batched CRM
+call per kind instead of one call per response. Field writes are idempotent, so a retried job is safe.
+
+Account NPS = %promoters − %detractors over each contact's latest response within the window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import desc, select
+
+from nps_sync.abc import CRM
+from nps_sync.errors import ConnectorUnavailable
+from nps_sync.models import AccountUpdate, ContactUpdate
+from nps_sync.store import schema
+from nps_sync.store.db import Store, utcnow
+
+log = structlog.get_logger("nps_sync.writeback")
+
+
+def account_rollup(store: Store, account_ids: Sequence[str], window: timedelta) -> list[AccountUpdate]:
+    """The roll-up for each account from the store (latest response per contact in the window)."""
+    resp = schema.responses
+    since = utcnow() - window
+    with store.read() as conn:
+        rows = conn.execute(
+            select(resp.c.account_id, resp.c.contact_id, resp.c.category, resp.c.responded_at)
+            .where(resp.c.account_id.in_(list(account_ids)), resp.c.responded_at >= since)
+            .order_by(resp.c.contact_id, desc(resp.c.responded_at), desc(resp.c.id))
+        ).all()
+    latest: dict[tuple[str, str], str] = {}
+    for row in rows:
+        latest.setdefault((row.account_id, row.contact_id), row.category)
+    updates = []
+    for account_id in account_ids:
+        cats = [c for (a, _), c in latest.items() if a == account_id]
+        n = len(cats)
+        p, d = cats.count("promoter"), cats.count("detractor")
+        updates.append(
+            AccountUpdate(
+                account_id=account_id,
+                nps=round(100.0 * (p - d) / n, 1) if n else None,
+                responses=n,
+                promoters=p,
+                passives=cats.count("passive"),
+                detractors=d,
+            )
+        )
+    return updates
+
+
+class WriteBack:
+    def __init__(self, store: Store, crm: CRM, *, account_window: timedelta) -> None:
+        self.store = store
+        self.crm = crm
+        self.account_window = account_window
+
+    def handle(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Job handler for ``writeback``: a batch of ``{contact_id, account_id}``."""
+        contact_ids = sorted({p["contact_id"] for p in payloads})
+        account_ids = sorted({p["account_id"] for p in payloads if p.get("account_id")})
+        updates = self.contact_updates(contact_ids)
+        result = self.crm.update_contacts(updates)
+        transient = [f for f in result.failed if f.transient]
+        for failure in result.failed:
+            log.warning(
+                "writeback.contact_failed",
+                contact_id=failure.record_id,
+                reason=failure.reason,
+                transient=failure.transient,
+            )
+        accounts = (
+            self.crm.update_accounts(account_rollup(self.store, account_ids, self.account_window))
+            if account_ids
+            else None
+        )
+        if accounts is not None:
+            for failure in accounts.failed:
+                log.warning("writeback.account_failed", account_id=failure.record_id, reason=failure.reason)
+                if failure.transient:
+                    transient.append(failure)
+        log.info(
+            "writeback.done",
+            contacts=len(result.succeeded),
+            accounts=len(accounts.succeeded) if accounts else 0,
+        )
+        if transient:
+            raise ConnectorUnavailable(f"{len(transient)} records failed transiently; retrying the batch")
+
+    def contact_updates(self, contact_ids: Sequence[str]) -> list[ContactUpdate]:
+        resp, sends = schema.responses, schema.sends
+        with self.store.read() as conn:
+            rows = (
+                conn.execute(
+                    select(resp, sends.c.sent_at)
+                    .join(sends, sends.c.id == resp.c.send_id)
+                    .where(resp.c.contact_id.in_(list(contact_ids)))
+                    .order_by(resp.c.contact_id, desc(resp.c.responded_at), desc(resp.c.id))
+                )
+                .mappings()
+                .all()
+            )
+        latest: dict[str, Any] = {}
+        for row in rows:
+            latest.setdefault(row["contact_id"], row)
+        return [
+            ContactUpdate(
+                contact_id=cid,
+                values={
+                    "score": row["score"],
+                    "category": row["category"],
+                    "comment": row["comment"] or "",
+                    "responded_at": row["updated_at"],
+                    "surveyed_at": row["sent_at"],
+                },
+            )
+            for cid, row in latest.items()
+        ]
+
+    def opt_out(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Job handler for ``crm_opt_out``: mirror our suppressions into the CRM's opt-out fields."""
+        updates = [
+            ContactUpdate(p["contact_id"], {f"{p['channel']}_opt_out": bool(p.get("value", True))})
+            for p in payloads
+        ]
+        result = self.crm.update_contacts(updates)
+        if any(f.transient for f in result.failed):
+            raise ConnectorUnavailable("opt-out write-back failed transiently; retrying")
