@@ -211,8 +211,9 @@ class Daemon:
             except Exception as exc:
                 log.error("worker.error", worker=name, error=f"{type(exc).__name__}: {exc}")
                 done = 0
-            if not done:
-                stop.wait(IDLE_SLEEP)
+            # Idle: sleep until the poll interval passes or a response queues work (write-back, tasks).
+            if not done and rt.responses.work_queued.wait(IDLE_SLEEP):
+                rt.responses.work_queued.clear()
 
     def _workers_alive(self) -> bool:
         now = time.monotonic()

@@ -7,6 +7,7 @@ events are deduplicated in the database on ``(provider, event_id)``, shared by e
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -73,6 +74,8 @@ class Responses:
         self.config = config
         self.renderer = renderer
         self.on_response = on_response
+        #: Set when work was queued (a write-back, playbook steps), so idle workers start at once.
+        self.work_queued = threading.Event()
 
     # --- answers ----------------------------------------------------------------------------------
 
@@ -159,6 +162,7 @@ class Responses:
             channel=channel,
             replaced=recorded.replaced,
         )
+        self.work_queued.set()
         return recorded
 
     def add_comment(self, response_id: int, comment: str) -> None:
