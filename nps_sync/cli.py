@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import desc, select
 
@@ -41,7 +42,7 @@ def load_config(path: Path) -> config_mod.Config:
         return config_mod.load(path)
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"[red]error:[/red] {problem}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(problem)}", highlight=False, markup=True, soft_wrap=True)
         sys.exit(EX_CONFIG)
 
 
@@ -55,7 +56,7 @@ def runtime(path: Path) -> Any:
         return Runtime(cfg)
     except ConfigError as exc:
         for problem in exc.problems:
-            err.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/red] {escape(problem)}", highlight=False, soft_wrap=True)
         sys.exit(EX_CONFIG)
 
 
@@ -280,7 +281,8 @@ def sandbox_contact(config_path: Path, contact_id: str) -> None:
         fields = account["fields"]
         table.add_row(
             "account",
-            f"{account['name']} (NPS {fields.get('nps_score', '—')}, {fields.get('nps_responses', '0')} responses)",
+            f"{account['name']} (NPS {fields.get('nps_score', '—')}, "
+            f"{fields.get('nps_responses', '0')} responses)",
         )
     console.print(table)
     rt.close()

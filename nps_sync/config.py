@@ -252,7 +252,9 @@ class Config(Frozen):
         names = [p.name for p in value]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"program names must be unique, got duplicates: {', '.join(dupes)}")
+            raise ValueError(
+                f"program names must be unique, got: {', '.join(map(repr, dupes))} more than once"
+            )
         return value
 
     @property

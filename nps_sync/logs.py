@@ -8,7 +8,6 @@ from typing import Literal
 
 import structlog
 
-
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 

@@ -193,12 +193,6 @@ class WavePlanner:
         start = next_opening(earliest, zone.zones, windows)
         tz_name = zone.zones[0].key
         language = choose_language(contact.locale, program)
-        common = {
-            "channel": channel,
-            "address": address,
-            "language": language,
-            "time_zone": zone.zones[0].key,
-        }
         if start is None:
             return Decision(
                 contact,

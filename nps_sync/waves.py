@@ -7,7 +7,7 @@ the same wave again after a crash continues it instead of surveying anyone twice
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
