@@ -339,6 +339,33 @@ def playbooks_simulate(
     rt.close()
 
 
+@main.group()
+def setup() -> None:
+    """Prepare the CRM for nps-sync (create the fields it writes)."""
+
+
+@setup.command("hubspot")
+@config_option
+def setup_hubspot(config_path: Path) -> None:
+    """Create the NPS property group and properties in HubSpot (idempotent)."""
+    rt = runtime(config_path)
+    create = getattr(rt.crm, "setup", None)
+    if rt.crm.name != "hubspot" or create is None:
+        err.print(
+            f'error: [crm] kind is {rt.crm.name!r}; `setup hubspot` needs kind = "hubspot"', markup=False
+        )
+        sys.exit(2)
+    try:
+        created = create()
+    except NpsSyncError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
+    console.print(
+        "created: " + ", ".join(created) if created else "every NPS property already exists", highlight=False
+    )
+    rt.close()
+
+
 @main.command()
 @config_option
 def pause(config_path: Path) -> None:
