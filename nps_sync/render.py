@@ -44,6 +44,32 @@ def shipped_texts(language: str) -> dict[str, str]:
     return {k: str(v) for k, v in data.items()}
 
 
+def check_texts(config: Config) -> list[str]:
+    """Render every program's wording overrides with sample values, so a misspelt variable or a
+    syntax error is reported by ``nps-sync check`` instead of when a survey is sent."""
+    problems = []
+    sample = {
+        "company": config.daemon.company_name,
+        "first_name": "Ada",
+        "program": "",
+        "score": 9,
+        "follow_up": "…",
+    }
+    for i, program in enumerate(config.program):
+        for language, wording in program.text.items():
+            for key, source in wording.model_dump().items():
+                if not source:
+                    continue
+                try:
+                    _text_env.from_string(source).render(**{**sample, "program": program.name})
+                except Exception as exc:  # jinja2's UndefinedError, TemplateSyntaxError, SecurityError
+                    problems.append(
+                        f"{config.source}: program[{i}].text.{language}.{key}: {exc} "
+                        f"(available: company, first_name, program), got: {source!r}"
+                    )
+    return problems
+
+
 def choose_language(locale: str | None, program: ProgramConfig) -> str:
     """The recipient's language: the CRM locale's language when the program offers it, else the default."""
     if locale:
@@ -66,10 +92,7 @@ class Renderer:
         """One piece of wording, from the program's override or the shipped text, rendered."""
         source = shipped_texts(language).get(key, "")
         if program is not None and language in program.text:
-            override = (
-                getattr(program.text[language], key, "") if hasattr(program.text[language], key) else ""
-            )
-            source = override or source
+            source = getattr(program.text[language], key, "") or source
         values = {"company": self.company, "first_name": "", "program": program.name if program else ""}
         values.update(ctx)
         return _text_env.from_string(source).render(**values).strip()

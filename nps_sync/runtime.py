@@ -24,13 +24,15 @@ from nps_sync.playbooks import (
     check_playbooks,
     load_playbooks,
 )
+from nps_sync.playbooks.review_gating import check_review_gating
 from nps_sync.queue import JobQueue
-from nps_sync.render import Renderer, choose_language
+from nps_sync.render import Renderer, check_texts, choose_language
 from nps_sync.responses import RecordedResponse, Responses
 from nps_sync.secrets import Secrets
 from nps_sync.sending import Sender
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
+from nps_sync.testimonials import NOTE_JOB, Testimonials
 from nps_sync.survey import contact_from_snapshot, next_opening, snapshot
 from nps_sync.timezones import normalize_email, normalize_phone, resolve_zone
 from nps_sync.tokens import Tokens, load_keys
@@ -72,6 +74,9 @@ class Runtime:
             },
         )
         self.renderer = Renderer(config, self.tokens)
+        problems = check_texts(config)
+        if problems:
+            raise ConfigError("\n".join(problems), problems=problems)
         self.calendar = calendar_for(config)
         self.responses = Responses(self.store, config, self.renderer, on_response=self._on_response)
         self._overrides = overrides
@@ -82,9 +87,17 @@ class Runtime:
         }
         self.playbooks = load_playbooks(config.playbook_paths())
         problems = check_playbooks(self.playbooks)
+        problems += check_review_gating(self.playbooks, config.testimonials.review_sites)
         if problems:
             raise ConfigError("\n".join(problems), problems=problems)
         self.http = requests.Session()
+        self.testimonials = Testimonials(
+            self.store,
+            config,
+            self.tokens,
+            load_keys(self.secrets, config.daemon.signing_keys_secret, config.state_dir),
+            self.crm,
+        )
         self.engine = PlaybookEngine(
             self.playbooks,
             PlaybookServices(
@@ -95,6 +108,7 @@ class Runtime:
                 send_message=self._send_message,
                 http=self.http,
                 now=utcnow,
+                links=self.testimonials.links,
             ),
         )
         self.writeback = WriteBack(self.store, self.crm, account_window=config.daemon.account_window)
@@ -105,8 +119,15 @@ class Runtime:
                 "crm_opt_out": self.writeback.opt_out,
                 "playbook_step": self.engine.run_steps,
                 "wave": self._wave_job,
+                NOTE_JOB: self.testimonials.handle_notes,
             },
-            batch_sizes={"writeback": 200, "crm_opt_out": 200, "playbook_step": 100, "wave": 1},
+            batch_sizes={
+                "writeback": 200,
+                "crm_opt_out": 200,
+                "playbook_step": 100,
+                "wave": 1,
+                NOTE_JOB: 50,
+            },
         )
         self.sender = Sender(self.store, config, self.channels, self.renderer)
 
