@@ -1,7 +1,6 @@
 """The sd_notify helper, against a real AF_UNIX datagram socket standing in for systemd's."""
 
 # The house style is `assert expected == actual`, which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -5,7 +5,6 @@ sysinit units wipe /tmp on a shared machine).
 """
 
 # The house style is `assert expected == actual`, which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Business-day arithmetic for due dates and business-day delays."""
 
 # The house style is `assert expected == actual`, which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Durations, delays and daily windows as written in config and playbook files."""
 
 # The house style is `assert expected == actual`, which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Inbound SMS bodies: scores, opt-outs (FCC 24-24), opt-ins, HELP, and free text."""
 
 # The house style is `assert expected == actual`, which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Contact zones, quiet hours over uncertain zones and DST, phone and email normalisation."""
 
 # The house style is `assert expected == actual`, which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 
