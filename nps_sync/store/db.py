@@ -6,8 +6,9 @@ SQLite (the single-machine default) runs in WAL mode; write transactions start w
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,10 @@ class Store:
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # SQLite has one writer at a time. Threads that queue on this lock get the database the moment
+        # it is free; threads left to SQLite's busy handler sleep in growing steps (up to 100 ms) and,
+        # under a burst of answers, spend most of their time asleep while the database sits idle.
+        self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
         if self.is_sqlite:
             path = sqlite_path(url)
             if path is not None:
@@ -59,7 +64,7 @@ class Store:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """A write transaction, committed on success and rolled back on error."""
-        with self.engine.connect() as conn:
+        with self._write_lock or nullcontext(), self.engine.connect() as conn:
             conn = conn.execution_options(nps_write=True)
             with conn.begin():
                 yield conn
@@ -86,8 +91,12 @@ class Store:
     def insert_ignore(self, conn: Connection, table: Any, values: dict[str, Any], *keys: str) -> bool:
         """INSERT … ON CONFLICT DO NOTHING on the given unique columns; True when a row was added."""
         ins = (sqlite_insert if self.is_sqlite else pg_insert)(table).values(**values)
-        result = conn.execute(ins.on_conflict_do_nothing(index_elements=list(keys)))
-        return bool(result.rowcount)
+        # SQLAlchemy 2.1 reports rowcount -1 for INSERTs on psycopg unless asked to keep it.
+        result = conn.execute(
+            ins.on_conflict_do_nothing(index_elements=list(keys)),
+            execution_options={"preserve_rowcount": True},
+        )
+        return result.rowcount == 1
 
     # --- small shared settings (the pause switch) -----------------------------------------------
 
