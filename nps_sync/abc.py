@@ -94,6 +94,16 @@ class CRM(Protocol):
         """Return the current state of the tasks among ``ids``. Read-only, batched."""
         ...
 
+    def add_note(self, key: str, contact_id: str, title: str, body: str) -> str:
+        """Attach a plain-text note to the contact (where account managers see its history) and
+        return the note's CRM id.
+
+        Idempotent by ``key``, a key of ours like ``TaskSpec.key``: a note that already carries the
+        key is not created again and its id is returned. Raises ``ConnectorUnavailable`` /
+        ``RateLimited`` (safe to retry), ``AuthFailed``, or ``PermanentError`` (no such contact).
+        """
+        ...
+
     def check(self, *, online: bool) -> list[str]:
         """Return problems with the setup (empty when fine). ``online`` may call the API."""
         ...

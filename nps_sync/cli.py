@@ -127,6 +127,7 @@ def db_upgrade(config_path: Path) -> None:
     store = Store(cfg.database_url)
     store.upgrade()
     console.print(f"database at revision {store.current_revision()}")
+    store.dispose()
 
 
 @main.command()
@@ -141,7 +142,8 @@ def wave(config_path: Path, program: str, dry_run: bool) -> None:
     try:
         rt.config.program_named(program)
     except ConfigError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        rt.close()
         sys.exit(2)
     summary = rt.run_wave(program, dry_run=dry_run)
     if dry_run:
@@ -176,7 +178,8 @@ def preview(config_path: Path, program: str, contact_id: str, to: str | None, ch
     try:
         message = preview_message(rt, program, contact_id, channel)
     except NpsSyncError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        rt.close()
         sys.exit(2)
     if to:
         outcome = send_preview(rt, message, to)
@@ -185,10 +188,10 @@ def preview(config_path: Path, program: str, contact_id: str, to: str | None, ch
             highlight=False,
         )
     else:
-        console.print(f"To: {message.to}\nSubject: {message.subject}", highlight=False, markup=False)
-        for k, v in message.headers.items():
-            console.print(f"{k}: {v}", highlight=False, markup=False)
-        console.print("", message.text, highlight=False, markup=False)
+        # soft_wrap: a header or link longer than the console must stay on one line, as sent.
+        head = [f"To: {message.to}", f"Subject: {message.subject}"]
+        head += [f"{k}: {v}" for k, v in message.headers.items()]
+        console.print("\n".join([*head, "", message.text]), highlight=False, markup=False, soft_wrap=True)
     rt.close()
 
 
@@ -257,7 +260,8 @@ def sandbox_contact(config_path: Path, contact_id: str) -> None:
     rt = runtime(config_path)
     found = rt.crm.db.contacts([contact_id])
     if not found:
-        err.print(f"error: no sandbox contact {contact_id!r}", markup=False)
+        err.print(f"error: no sandbox contact {contact_id!r}", markup=False, soft_wrap=True)
+        rt.close()
         sys.exit(2)
     row, account = found[0]
     table = Table(title=f"Sandbox contact {contact_id}", show_header=False)
@@ -318,7 +322,8 @@ def playbooks_simulate(
     rt = runtime(config_path)
     contacts = rt.crm.get_contacts([contact_id])
     if contact_id not in contacts:
-        err.print(f"error: no contact {contact_id!r} in the CRM", markup=False)
+        err.print(f"error: no contact {contact_id!r} in the CRM", markup=False, soft_wrap=True)
+        rt.close()
         sys.exit(2)
     name = program or (rt.config.program[0].name if rt.config.program else "default")
     event = PlaybookEvent(
@@ -376,6 +381,7 @@ def pause(config_path: Path) -> None:
     store = Store(load_config(config_path).database_url)
     store.upgrade()
     set_paused(store, True)
+    store.dispose()
     console.print("sending paused: nothing is sent until `nps-sync resume`")
 
 
@@ -389,6 +395,7 @@ def resume(config_path: Path) -> None:
     store = Store(load_config(config_path).database_url)
     store.upgrade()
     set_paused(store, False)
+    store.dispose()
     console.print("sending resumed")
 
 
@@ -421,14 +428,61 @@ def status(config_path: Path) -> None:
     console.print("jobs: " + (", ".join(f"{k}/{s}: {n}" for k, s, n in jobs) or "none"))
     for w in waves:
         console.print(f"wave {w['id']}: {w['state']} {dict(w['counts'])}", highlight=False)
+    _status_cluster(store)
+    store.dispose()
+
+
+def _status_cluster(store: Any) -> None:
+    """Replicas, the scheduler leader, what waits in the queue, and sends awaiting reconciliation."""
+    from sqlalchemy import func
+
+    from nps_sync.leader import LEADER_SETTING, REPLICA_DEAD_AFTER
+    from nps_sync.store import schema
+    from nps_sync.store.db import utcnow
+
+    now = utcnow()
+    s, j = schema.sends, schema.jobs
+    with store.read() as conn:
+        replicas = conn.execute(select(schema.replicas).order_by(schema.replicas.c.started_at)).all()
+        queued = conn.execute(
+            select(j.c.kind, func.count()).where(j.c.state.in_(("queued", "running"))).group_by(j.c.kind)
+        ).all()
+        waiting = conn.execute(
+            select(s.c.channel, func.count()).where(s.c.state == "queued").group_by(s.c.channel)
+        ).all()
+        unknown = conn.execute(select(func.count()).select_from(s).where(s.c.state == "unknown")).scalar_one()
+    leader = (store.get_setting(LEADER_SETTING) or "").rsplit(" ", 1)[0]
+    table = Table(title="Replicas")
+    for col in ("replica", "started (UTC)", "last heartbeat", "state"):
+        table.add_column(col)
+    for r in replicas:
+        age = (now - r.heartbeat_at).total_seconds()
+        state = "alive" if age <= REPLICA_DEAD_AFTER.total_seconds() else "dead"
+        table.add_row(
+            r.id + (" (leader)" if r.id == leader else ""),
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}",
+            f"{age:.0f} s ago",
+            state,
+        )
+    console.print(table)
+    console.print(f"leader: {leader or 'none'}", highlight=False)
+    depth = [f"sends/{c}: {n}" for c, n in waiting] + [f"{k}: {n}" for k, n in queued]
+    console.print("queue depth: " + (", ".join(depth) or "empty"), highlight=False)
+    console.print(
+        f"unknown sends: {unknown}" + (" (run `nps-sync reconcile`)" if unknown else ""), highlight=False
+    )
 
 
 @main.command()
 @config_option
 def reconcile(config_path: Path) -> None:
     """Resolve sends left `unknown` by a crash from provider evidence; list what stays unresolved."""
+    from nps_sync.leader import Replicas, abandoned_claimers
+
     rt = runtime(config_path)
-    rt.sender.mark_abandoned(worker_ids=[])
+    # Sends of replicas that died (no heartbeat) become unknown too; live replicas' are left alone.
+    dead = [] if rt.store.is_sqlite else abandoned_claimers(rt.store, Replicas(rt.store, "nps-sync-cli"))
+    rt.sender.mark_abandoned(worker_ids=dead)
     sent, requeued, unresolved = rt.sender.reconcile()
     console.print(
         f"confirmed sent: {sent}, provably not sent (queued again): {requeued}, unresolved: {len(unresolved)}"
@@ -436,3 +490,43 @@ def reconcile(config_path: Path) -> None:
     for key in unresolved:
         console.print(f"  unresolved: {key}", highlight=False, markup=False)
     rt.close()
+
+
+from nps_sync.testimonials_cli import testimonials as testimonials_group  # noqa: E402 - after main exists
+
+main.add_command(testimonials_group)
+
+from nps_sync.report_cli import dashboard as dashboard_group  # noqa: E402 - after main exists
+from nps_sync.report_cli import report as report_command  # noqa: E402
+
+main.add_command(report_command)
+main.add_command(dashboard_group)
+
+
+@main.command()
+@config_option
+@click.option("--email", default=None, help="The person's email address.")
+@click.option("--phone", default=None, help="The person's phone number (E.164, such as +14155550100).")
+def forget(config_path: Path, email: str | None, phone: str | None) -> None:
+    """Erase a person from every table (GDPR Art. 17); keep only a hashed tombstone so a CRM re-import
+    cannot bring them back."""
+    from nps_sync.forget import forget as erase
+    from nps_sync.store.db import Store
+
+    store = Store(load_config(config_path).database_url)
+    store.upgrade()
+    try:
+        result = erase(store, email=email, phone=phone)
+    except NpsSyncError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        store.dispose()
+        sys.exit(2)
+    store.dispose()
+    rows = ", ".join(f"{table}: {n}" for table, n in sorted(result.deleted.items())) or "nothing stored"
+    console.print(
+        f"erased {len(result.contact_ids)} contact id(s); rows deleted: {rows}; "
+        f"tombstones kept: {result.tombstones}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )

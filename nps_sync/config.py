@@ -7,6 +7,7 @@ path, the bad value and what was expected. Connector tables (``[crm.<kind>]``,
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from datetime import date, time, timedelta
@@ -99,6 +100,24 @@ class BusinessCalendarConfig(Frozen):
         return value
 
 
+class LimitsConfig(Frozen):
+    """``[daemon.limits]``: what one client IP may send to the public endpoints (nps_sync.limits)."""
+
+    max_body_bytes: int = Field(default=65_536, ge=1_024)
+    webhook_max_body_bytes: int = Field(default=5_000_000, ge=1_024)
+    requests_per_minute: int = Field(default=120, ge=1)
+    webhook_requests_per_minute: int = Field(default=6_000, ge=1)
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from nps_sync.limits import parse_networks
+
+        parse_networks(value)
+        return value
+
+
 class DaemonConfig(Frozen):
     state_dir: Path = Path("state")
     database_url: str = ""
@@ -116,6 +135,7 @@ class DaemonConfig(Frozen):
     unsubscribe_link_max_age: Duration = timedelta(days=400)
     account_window: Duration = timedelta(days=365)
     business_calendar: BusinessCalendarConfig = BusinessCalendarConfig()
+    limits: LimitsConfig = LimitsConfig()
 
     @field_validator("public_url")
     @classmethod
@@ -237,8 +257,89 @@ class ProgramConfig(Frozen):
         return value
 
 
+#: Public-review sites: a link to one of these in a playbook message must not go only to happy
+#: customers (review gating, see nps_sync.playbooks.review_gating).
+DEFAULT_REVIEW_SITES = (
+    "google.com/maps",
+    "g.page",
+    "search.google.com/local/writereview",
+    "g2.com",
+    "trustpilot.com",
+    "capterra.com",
+)
+
+
+class PromoterTestimonialsConfig(Frozen):
+    """``[testimonials]``: the testimonial page and the review-gating guard."""
+
+    review_sites: tuple[str, ...] = DEFAULT_REVIEW_SITES
+
+    @field_validator("review_sites")
+    @classmethod
+    def _sites(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [v for v in value if not re.fullmatch(r"[A-Za-z0-9.-]+\.[A-Za-z]{2,}(/\S*)?", v)]
+        if bad:
+            raise ValueError(
+                f"expected host names with an optional path such as 'g2.com' or 'google.com/maps' "
+                f"(no scheme), got: {bad!r}"
+            )
+        return tuple(v.lower().rstrip("/") for v in value)
+
+
+class DashboardConfig(Frozen):
+    """``[dashboard]``: who may open /dashboard. With neither a password hash in the secret nor a
+    trusted header it answers only to this machine (loopback), like the other admin pages."""
+
+    #: The NAME of the secret holding the hash printed by ``nps-sync dashboard hash-password``.
+    password_hash_secret: str = "NPS_SYNC_DASHBOARD_PASSWORD_HASH"  # noqa: S105 - a name, not a value
+    #: A header set by an authenticating reverse proxy (e.g. "X-Forwarded-User"); honoured only on
+    #: requests whose peer address is in ``trusted_proxies``.
+    trusted_header: str = ""
+    trusted_proxies: tuple[str, ...] = ()
+    session_max_age: Duration = timedelta(hours=12)
+
+    @field_validator("trusted_header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9-]+", value):
+            raise ValueError(f"expected an HTTP header name such as 'X-Forwarded-User', got: {value!r}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"expected IP addresses or networks such as '127.0.0.1' or '10.0.0.0/8', got: {item!r}"
+                ) from exc
+        return value
+
+    @field_validator("session_max_age")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError(f"session_max_age must be positive, got: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _header_needs_proxies(self) -> DashboardConfig:
+        if self.trusted_header and not self.trusted_proxies:
+            raise ValueError(
+                f"trusted_header {self.trusted_header!r} needs trusted_proxies (the proxy addresses "
+                "allowed to set it), got: []"
+            )
+        return self
+
+
 class Config(Frozen):
     daemon: DaemonConfig = DaemonConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    testimonials: PromoterTestimonialsConfig = PromoterTestimonialsConfig()
     crm: CrmConfig = Field(default_factory=lambda: CrmConfig.model_validate({}))
     channels: ChannelsConfig = ChannelsConfig()
     program: tuple[ProgramConfig, ...] = ()

@@ -5,6 +5,8 @@
 - SIGHUP reloads the config: an invalid new config is refused, the old one kept, the error logged.
 - SIGTERM stops taking new work, lets in-flight work finish (or leaves it claimable), then exits.
 - On SQLite a second daemon on the same state directory is refused (a lock file).
+- On PostgreSQL any number of replicas share the database: each beats in ``replicas``, only the leader
+  (nps_sync.leader) runs the scheduler and the periodic scans, and every replica sends and serves.
 """
 
 from __future__ import annotations
@@ -26,6 +28,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nps_sync import config as config_mod
 from nps_sync.errors import ConfigError, NpsSyncError
+from nps_sync.leader import (
+    HEARTBEAT_EVERY,
+    Leadership,
+    Maintenance,
+    Replicas,
+    recover_sends,
+    resume_from_ticks,
+)
 from nps_sync.runtime import Runtime
 from nps_sync.scheduler import Scheduler
 from nps_sync.sdnotify import Notifier
@@ -35,6 +45,7 @@ log = structlog.get_logger("nps_sync.daemon")
 
 IDLE_SLEEP = 0.25
 PERIODIC_EVERY = 30.0
+ELECTION_EVERY = 1.0
 
 
 class SwappableApp:
@@ -86,6 +97,7 @@ class Daemon:
         self.notifier = Notifier(environ)
         self.beats: dict[str, float] = {}
         self.rt: Runtime | None = None
+        self.beating_stop = threading.Event()
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -93,7 +105,15 @@ class Daemon:
         config = config_mod.load(self.config_path)
         with single_instance(config):
             self.rt = Runtime(config, environ=self.environ)
-            self.rt.recover()
+            replicas = Replicas(self.rt.store)
+            replicas.register()
+            # Only our own predecessor's and dead replicas' sends: the others' are still in flight.
+            recover_sends(self.rt, replicas, startup=True)
+            beating = threading.Thread(
+                target=self._heartbeat, args=(replicas,), name="heartbeat", daemon=True
+            )
+            beating.start()
+            leadership = Leadership(self.rt.store, replicas)
             app = SwappableApp(create_app(self.rt))
             server = uvicorn.Server(
                 uvicorn.Config(
@@ -101,6 +121,8 @@ class Daemon:
                     host=config.daemon.listen_host,
                     port=config.daemon.listen_port,
                     log_level="warning",
+                    # The app reads the peer address itself (admin pages, trusted proxies, rate limits).
+                    proxy_headers=False,
                     access_log=False,
                     lifespan="off",
                 )
@@ -113,7 +135,8 @@ class Daemon:
             if not server.started:
                 raise NpsSyncError(f"the web server could not listen on {config.daemon.listen}")
             scheduler = Scheduler(self.rt.store, config)
-            if config.daemon.run_on_start:
+            maintenance: Maintenance | None = None
+            if leadership.check() and config.daemon.run_on_start:
                 scheduler.fire_now()
             workers = self._start_workers(config.daemon.workers)
             self._install_signals()
@@ -126,18 +149,36 @@ class Daemon:
                 pid=os.getpid(),
             )
             last_periodic = 0.0
+            last_election = time.monotonic()
             watchdog = self.notifier.watchdog_interval()
             last_ping = 0.0
             while not self.stop.is_set():
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
                     scheduler = self._reload(app, scheduler, workers)
+                    assert self.rt is not None
+                    replicas.store = self.rt.store
+                    maintenance = None  # rebuilt on the new store, resuming from the claimed ticks
                 try:
-                    scheduler.due()
-                    if time.monotonic() - last_periodic >= PERIODIC_EVERY:
-                        last_periodic = time.monotonic()
+                    if time.monotonic() - last_election >= ELECTION_EVERY:
+                        last_election = time.monotonic()
+                        leadership.check()
+                    if not leadership.is_leader:
+                        maintenance = None
+                    else:
                         assert self.rt is not None
-                        self.rt.periodic()
+                        if maintenance is None:  # just elected: resume where the last leader stopped
+                            maintenance = Maintenance(self.rt.store, replicas.id)
+                            scheduler = Scheduler(self.rt.store, self.rt.config)
+                            resume_from_ticks(scheduler, self.rt.store)
+                        scheduler.due()
+                        if maintenance.due():
+                            recover_sends(self.rt, replicas)
+                        if time.monotonic() - last_periodic >= PERIODIC_EVERY:
+                            last_periodic = time.monotonic()
+                            maintenance.prune()
+                            replicas.prune()
+                            self.rt.periodic()
                 except Exception as exc:
                     log.error("scheduler.error", error=f"{type(exc).__name__}: {exc}")
                 if watchdog and time.monotonic() - last_ping >= watchdog and self._workers_alive():
@@ -149,6 +190,10 @@ class Daemon:
             self._stop_workers(workers)
             server.should_exit = True
             web.join(timeout=10)
+            leadership.release()
+            self.beating_stop.set()
+            beating.join(timeout=5)
+            replicas.deregister()
             self.rt.close()
             log.info("daemon.stopped")
         return 0
@@ -169,19 +214,25 @@ class Daemon:
         try:
             config = config_mod.load(self.config_path)
             new_rt = Runtime(config, environ=self.environ)
-        except (ConfigError, NpsSyncError) as exc:
-            log.error("config.reload_refused", file=str(self.config_path), error=str(exc))
+            new_app = create_app(new_rt)
+        except Exception as exc:  # a new database or connector that cannot start is refused too
+            error = (
+                str(exc) if isinstance(exc, (ConfigError, NpsSyncError)) else f"{type(exc).__name__}: {exc}"
+            )
+            log.error("config.reload_refused", file=str(self.config_path), error=error)
             self.notifier.ready(status="reload refused; running on the previous config")
             return scheduler
         self._stop_workers(workers)
         old, self.rt = self.rt, new_rt
-        app.app = create_app(new_rt)
+        app.app = new_app
         workers[:] = self._start_workers(config.daemon.workers)
         if old is not None:
             old.close()
         log.info("config.reloaded", file=str(self.config_path), programs=[p.name for p in config.program])
         self.notifier.ready(status="config reloaded")
-        return Scheduler(new_rt.store, config)
+        scheduler = Scheduler(new_rt.store, config)
+        resume_from_ticks(scheduler, new_rt.store)
+        return scheduler
 
     # --- workers --------------------------------------------------------------------------------
 
@@ -214,6 +265,14 @@ class Daemon:
             # Idle: sleep until the poll interval passes or a response queues work (write-back, tasks).
             if not done and rt.responses.work_queued.wait(IDLE_SLEEP):
                 rt.responses.work_queued.clear()
+
+    def _heartbeat(self, replicas: Replicas) -> None:
+        # Its own thread: a long wave or scan in the main loop must not make this replica look dead.
+        while not self.beating_stop.wait(HEARTBEAT_EVERY):
+            try:
+                replicas.beat()
+            except Exception as exc:
+                log.warning("replica.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _workers_alive(self) -> bool:
         now = time.monotonic()

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
@@ -27,6 +27,8 @@ log = structlog.get_logger("nps_sync.queue")
 Handler = Callable[[Sequence[Mapping[str, Any]]], None]
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+#: Jobs that may run for hours keep their claim that long before another worker may take them over.
+LONG_LEASES = {"wave": timedelta(hours=6)}
 
 
 def enqueue(
@@ -69,28 +71,48 @@ class JobQueue:
         lease: timedelta = timedelta(minutes=10),
         max_attempts: int = 8,
         worker_id: str = WORKER_ID,
+        lingers: Mapping[str, timedelta] | None = None,
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
         self.batch_sizes = dict(batch_sizes or {})
+        #: A kind with a linger waits (up to that long after its oldest due job) for a full batch:
+        #: a burst of answers then costs one batched CRM call per batch, not one per few jobs.
+        self.lingers = dict(lingers or {})
         self.lease = lease
         self.max_attempts = max_attempts
         self.worker_id = worker_id
         self.wakeup = threading.Event()
 
-    def claim(self, kind: str | None = None, limit: int = 50) -> list[tuple[int, str, dict[str, Any], int]]:
-        """Claim due jobs (one kind at a time); returns ``(id, kind, payload, attempts)``."""
+    def _lease_expired(self, now: datetime) -> Any:
+        """A running job is claimable again once its worker's lease ended (the worker died).
+        Kinds that legitimately run long (a wave over a large audience) have longer leases."""
+        jobs = schema.jobs
+        long = [and_(jobs.c.kind == k, jobs.c.locked_at < now - v) for k, v in LONG_LEASES.items()]
+        short = and_(jobs.c.kind.not_in(list(LONG_LEASES)), jobs.c.locked_at < now - self.lease)
+        return or_(short, *long)
+
+    def claim(
+        self, kind: str | None = None, limit: int = 50, *, linger: bool = True
+    ) -> list[tuple[int, str, dict[str, Any], int]]:
+        """Claim due jobs (one kind at a time); returns ``(id, kind, payload, attempts)``.
+        With ``linger`` a kind whose batch is not full waits out its linger (``lingers``)."""
         now = utcnow()
         jobs = schema.jobs
         due = and_(
             jobs.c.run_at <= now,
             or_(
                 jobs.c.state == "queued",
-                and_(jobs.c.state == "running", jobs.c.locked_at < now - self.lease),
+                and_(jobs.c.state == "running", self._lease_expired(now)),
             ),
         )
         with self.store.begin() as conn:
-            if kind is None:
+            if kind is None and linger and self.lingers:
+                kind = self._ready_kind(conn, due, now)
+                if kind is None:
+                    return []
+                limit = self.batch_sizes.get(kind, 1)
+            elif kind is None:
                 first = select(jobs.c.kind).where(due).order_by(jobs.c.run_at, jobs.c.id).limit(1)
                 if not self.store.is_sqlite:
                     first = first.with_for_update(skip_locked=True)
@@ -122,9 +144,25 @@ class JobQueue:
             )
         return [(r.id, r.kind, dict(r.payload), r.attempts + 1) for r in rows]
 
-    def run_once(self, kind: str | None = None) -> int:
+    def _ready_kind(self, conn: Connection, due: Any, now: datetime) -> str | None:
+        """The kind with the oldest due job among those whose batch is full or has lingered enough."""
+        jobs = schema.jobs
+        rows = conn.execute(
+            select(jobs.c.kind, func.min(jobs.c.run_at).label("oldest"), func.count().label("n"))
+            .where(due)
+            .group_by(jobs.c.kind)
+            .order_by(func.min(jobs.c.run_at))
+        ).all()
+        for row in rows:
+            wait = self.lingers.get(row.kind)
+            oldest = row.oldest if row.oldest.tzinfo else row.oldest.replace(tzinfo=now.tzinfo)
+            if wait is None or row.n >= self.batch_sizes.get(row.kind, 1) or oldest <= now - wait:
+                return str(row.kind)
+        return None
+
+    def run_once(self, kind: str | None = None, *, linger: bool = True) -> int:
         """Claim one batch and run it. Returns how many jobs were run (0 when the queue is idle)."""
-        claimed = self.claim(kind)
+        claimed = self.claim(kind, linger=linger)
         if not claimed:
             return 0
         kind_ = claimed[0][1]
@@ -167,7 +205,7 @@ class JobQueue:
         """Run due jobs until none is due (tests, the CLI's one-shot commands). Returns jobs run."""
         total = 0
         for _ in range(max_rounds):
-            ran = self.run_once()
+            ran = self.run_once(linger=False)
             if not ran:
                 break
             total += ran

@@ -15,9 +15,9 @@ from importlib.resources import files
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from nps_sync.config import Config, ProgramConfig
 from nps_sync.models import Category, OutboundMessage, TaggedContent
@@ -36,6 +36,13 @@ _messages = Environment(
 )
 # Survey wording comes from config files edited by ops: render it sandboxed.
 _text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+@cache
+def _text_template(source: str) -> Template:
+    """Compiled once per distinct wording: compiling costs far more than rendering, and every survey
+    page and every email renders a dozen pieces of wording."""
+    return _text_env.from_string(source)
 
 
 @cache
@@ -95,7 +102,7 @@ class Renderer:
             source = getattr(program.text[language], key, "") or source
         values = {"company": self.company, "first_name": "", "program": program.name if program else ""}
         values.update(ctx)
-        return _text_env.from_string(source).render(**values).strip()
+        return _text_template(source).render(**values).strip()
 
     def follow_up(self, language: str, category: Category, program: ProgramConfig | None) -> str:
         return self.text(language, f"follow_up_{category.value}", program)
@@ -171,7 +178,10 @@ class Renderer:
         purpose: str = "playbook",
     ) -> OutboundMessage:
         """A playbook email: the playbook's text in the survey layout, with footer and unsubscribe."""
-        body_html = escape(body).replace("\n\n", "</p><p>").replace("\n", "<br>")
+        # Markup all the way: a plain str here would be escaped again by the template.
+        paragraphs = Markup("</p><p>").join(
+            Markup("<br>").join(map(escape, para.split("\n"))) for para in body.split("\n\n")
+        )
         return self._email(
             send_id=send_id,
             send_key=send_key,
@@ -181,7 +191,7 @@ class Renderer:
             program=program,
             intro="",
             per_recipient_links=[],
-            shared={"question": "", "body_text": body, "body_html": f"<p>{body_html}</p>"},
+            shared={"question": "", "body_text": body, "body_html": Markup("<p>{}</p>").format(paragraphs)},
             purpose=purpose,
         )
 

@@ -81,108 +81,129 @@ class Responses:
 
     def record(self, send_id: int, score: int, comment: str | None, *, channel: str) -> RecordedResponse:
         """Record (or replace) the answer to survey ``send_id``. Raises ResponseError."""
+        with self.store.begin() as conn:
+            recorded = self.record_in(conn, send_id, score, comment, channel=channel)
+        self._recorded(recorded, channel)
+        return recorded
+
+    def record_in(
+        self, conn: Connection, send_id: int, score: int, comment: str | None, *, channel: str
+    ) -> RecordedResponse:
+        """``record`` inside the caller's transaction (so a webhook's dedupe row commits with it)."""
         try:
             category = Category.of(score)
         except ValueError as exc:
             raise ResponseError(str(exc)) from exc
         comment = (comment or "").strip()[:5000] or None
         now = utcnow()
-        with self.store.begin() as conn:
-            send = conn.execute(select(schema.sends).where(schema.sends.c.id == send_id)).mappings().first()
-            if send is None or send["kind"] not in ("survey",):
-                raise ResponseError(f"no survey with id {send_id}")
-            resp = schema.responses
-            existing = conn.execute(select(resp).where(resp.c.send_id == send_id)).mappings().first()
-            previous = conn.execute(
-                select(resp.c.category)
-                .where(resp.c.contact_id == send["contact_id"], resp.c.send_id != send_id)
-                .order_by(desc(resp.c.responded_at))
-                .limit(1)
-            ).scalar_one_or_none()
-            if existing is None:
-                inserted = conn.execute(
-                    resp.insert().values(
-                        send_id=send_id,
-                        program=send["program"],
-                        contact_id=send["contact_id"],
-                        account_id=send["account_id"],
-                        score=score,
-                        category=category.value,
-                        previous_category=previous,
-                        comment=comment,
-                        channel=channel,
-                        responded_at=now,
-                        updated_at=now,
-                    )
+        send = conn.execute(select(schema.sends).where(schema.sends.c.id == send_id)).mappings().first()
+        if send is None or send["kind"] not in ("survey",):
+            raise ResponseError(f"no survey with id {send_id}")
+        resp = schema.responses
+        existing = conn.execute(select(resp).where(resp.c.send_id == send_id)).mappings().first()
+        previous = conn.execute(
+            select(resp.c.category)
+            .where(resp.c.contact_id == send["contact_id"], resp.c.send_id != send_id)
+            .order_by(desc(resp.c.responded_at))
+            .limit(1)
+        ).scalar_one_or_none()
+        if existing is None:
+            inserted = conn.execute(
+                resp.insert().values(
+                    send_id=send_id,
+                    program=send["program"],
+                    contact_id=send["contact_id"],
+                    account_id=send["account_id"],
+                    score=score,
+                    category=category.value,
+                    previous_category=previous,
+                    comment=comment,
+                    channel=channel,
+                    responded_at=now,
+                    updated_at=now,
                 )
-                assert inserted.inserted_primary_key is not None
-                response_id = int(inserted.inserted_primary_key[0])
-            else:
-                response_id = int(existing["id"])
-                conn.execute(
-                    update(resp)
-                    .where(resp.c.id == response_id)
-                    .values(
-                        score=score, category=category.value, comment=comment, channel=channel, updated_at=now
-                    )
+            )
+            assert inserted.inserted_primary_key is not None
+            response_id = int(inserted.inserted_primary_key[0])
+        else:
+            response_id = int(existing["id"])
+            conn.execute(
+                update(resp)
+                .where(resp.c.id == response_id)
+                .values(
+                    score=score, category=category.value, comment=comment, channel=channel, updated_at=now
                 )
-            recorded = RecordedResponse(
-                id=response_id,
-                send_id=send_id,
-                program=send["program"],
-                contact_id=send["contact_id"],
-                account_id=send["account_id"],
-                score=score,
-                category=category,
-                previous_category=previous,
-                comment=comment,
-                replaced=existing is not None,
-                category_changed=existing is None or existing["category"] != category.value,
-                snapshot=dict(send["snapshot"]),
-                responded_at=now if existing is None else existing["responded_at"],
             )
-            enqueue(
-                self.store,
-                conn,
-                "writeback",
-                {"contact_id": send["contact_id"], "account_id": send["account_id"]},
-            )
-            if self.on_response is not None and (
-                existing is None or recorded.category_changed or (existing["score"] != score)
-            ):
-                self.on_response(conn, recorded)
+        recorded = RecordedResponse(
+            id=response_id,
+            send_id=send_id,
+            program=send["program"],
+            contact_id=send["contact_id"],
+            account_id=send["account_id"],
+            score=score,
+            category=category,
+            previous_category=previous,
+            comment=comment,
+            replaced=existing is not None,
+            category_changed=existing is None or existing["category"] != category.value,
+            snapshot=dict(send["snapshot"]),
+            responded_at=now if existing is None else existing["responded_at"],
+        )
+        enqueue(
+            self.store,
+            conn,
+            "writeback",
+            {"contact_id": send["contact_id"], "account_id": send["account_id"]},
+        )
+        if self.on_response is not None and (
+            existing is None or recorded.category_changed or (existing["score"] != score)
+        ):
+            self.on_response(conn, recorded)
+        return recorded
+
+    def _recorded(self, recorded: RecordedResponse, channel: str) -> None:
+        """After the commit: log it and wake the workers."""
         log.info(
             "response.recorded",
-            response_id=response_id,
-            send_id=send_id,
+            response_id=recorded.id,
+            send_id=recorded.send_id,
             program=recorded.program,
             contact_id=recorded.contact_id,
-            score=score,
-            category=category.value,
+            score=recorded.score,
+            category=recorded.category.value,
             channel=channel,
             replaced=recorded.replaced,
         )
         self.work_queued.set()
-        return recorded
 
     def add_comment(self, response_id: int, comment: str) -> None:
         with self.store.begin() as conn:
-            row = (
-                conn.execute(select(schema.responses).where(schema.responses.c.id == response_id))
-                .mappings()
-                .one()
-            )
-            conn.execute(
-                update(schema.responses)
-                .where(schema.responses.c.id == response_id)
-                .values(comment=comment.strip()[:5000] or None, updated_at=utcnow())
-            )
-            enqueue(
-                self.store,
-                conn,
-                "writeback",
-                {"contact_id": row["contact_id"], "account_id": row["account_id"]},
-            )
+            self.add_comment_in(conn, response_id, comment)
+        self.work_queued.set()
+
+    def add_comment_in(
+        self, conn: Connection, response_id: int, comment: str, *, append: bool = False
+    ) -> None:
+        """Set the comment (the web form), or with ``append`` add to it (several SMS in a row)."""
+        row = (
+            conn.execute(select(schema.responses).where(schema.responses.c.id == response_id))
+            .mappings()
+            .one()
+        )
+        text = comment.strip()
+        if append and row["comment"]:
+            text = f"{row['comment']}\n{text}"
+        conn.execute(
+            update(schema.responses)
+            .where(schema.responses.c.id == response_id)
+            .values(comment=text[:5000] or None, updated_at=utcnow())
+        )
+        enqueue(
+            self.store,
+            conn,
+            "writeback",
+            {"contact_id": row["contact_id"], "account_id": row["account_id"]},
+        )
 
     def unsubscribe(self, send_id: int, *, source: str) -> bool:
         """Suppress the address a send went to (one-click or the unsubscribe page). True when new."""
@@ -269,28 +290,39 @@ class Responses:
                         "crm_opt_out",
                         {"contact_id": contact_id, "channel": "sms", "value": False},
                     )
-                return InboundReply(self.renderer.text(language, "sms_start", program))
+                # Confirm only a real resubscription: a START from a number that was never opted out
+                # (or a second START) gets no text.
+                return InboundReply(self.renderer.text(language, "sms_start", program) if removed else None)
             if intent.kind == "help":
                 return InboundReply(self.config.channels.sms.help_text)
-        if last is None:
-            log.info("sms.unmatched", provider=provider)
-            return InboundReply(None)
-        survey_id = int(last["survey_send_id"] or last["id"])
-        if intent.kind == "score" and intent.score is not None:
-            recorded = self.record(survey_id, intent.score, intent.comment, channel="sms")
+            if last is None:
+                log.info("sms.unmatched", provider=provider)
+                return InboundReply(None)
+            # The answer commits with the event's dedupe row: were they apart, a failure in between
+            # would leave the event seen, the provider's retry dropped and the answer lost.
+            survey_id = int(last["survey_send_id"] or last["id"])
+            recorded: RecordedResponse | None = None
+            commented = False
+            if intent.kind == "score" and intent.score is not None:
+                recorded = self.record_in(conn, survey_id, intent.score, intent.comment, channel="sms")
+            else:
+                # Free text: the comment to a score given within the last 24 hours.
+                response = conn.execute(
+                    select(schema.responses.c.id, schema.responses.c.updated_at).where(
+                        schema.responses.c.send_id == survey_id
+                    )
+                ).first()
+                if response is not None and response.updated_at >= utcnow() - COMMENT_WINDOW:
+                    self.add_comment_in(conn, int(response.id), intent.text, append=True)
+                    commented = True
+        if recorded is not None:
+            self._recorded(recorded, "sms")
             if intent.comment:
                 return InboundReply(self.renderer.text(language, "sms_comment_thanks", program))
             follow_up = self.renderer.follow_up(language, recorded.category, program)
             return InboundReply(self.renderer.text(language, "sms_thanks", program, follow_up=follow_up))
-        # Free text: the comment to a score given within the last 24 hours.
-        with self.store.read() as conn:
-            response = conn.execute(
-                select(schema.responses.c.id, schema.responses.c.updated_at).where(
-                    schema.responses.c.send_id == survey_id
-                )
-            ).first()
-        if response is not None and response.updated_at >= utcnow() - COMMENT_WINDOW:
-            self.add_comment(int(response.id), intent.text)
+        if commented:
+            self.work_queued.set()
             return InboundReply(self.renderer.text(language, "sms_comment_thanks", program))
         return InboundReply(self.renderer.text(language, "sms_invalid", program))
 
@@ -339,10 +371,13 @@ class Responses:
             ):
                 # Provider evidence resolves a send left unknown by a crash.
                 state = "sent" if event == "delivered" else "failed"
+                # Like reconcile: a send that went out was sent when it was claimed (sent_at drives
+                # reminders, re-survey intervals and which survey an SMS reply answers).
+                sent_at = (send["claimed_at"] or occurred_at or utcnow()) if state == "sent" else None
                 conn.execute(
                     update(schema.sends)
                     .where(schema.sends.c.id == send["id"])
-                    .values(state=state, updated_at=utcnow())
+                    .values(state=state, sent_at=sent_at, updated_at=utcnow())
                 )
         log.info("event.recorded", provider=provider, kind=event, suppressed=bool(reason and norm))
         return True

@@ -4,12 +4,13 @@ APScheduler 3.11's ``CronTrigger`` computes the fire times (DST-correct, in the 
 Each fire time is claimed as a row ``(schedule, fire_at)`` with INSERT … ON CONFLICT DO NOTHING before
 the wave is queued, so a second replica, or a paused former leader waking up, cannot fire it twice.
 Fire times missed while the daemon was down are not caught up (the next one runs as scheduled).
+Like cron, a wall-clock time runs once: the repeated 02:30 of a night the clocks go back is skipped.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 import structlog
 from apscheduler.triggers.cron import CronTrigger
@@ -59,13 +60,31 @@ class Scheduler:
         fired = 0
         for name, trigger in self.triggers.items():
             while (at := self.next_at[name]) is not None and at <= now:
-                fired += claim_tick(self.store, name, at)
-                self.next_at[name] = trigger.get_next_fire_time(at, now)
-                if self.next_at[name] == at:  # never loop on a trigger that repeats the same time
-                    self.next_at[name] = None
+                if not _repeated_wall_time(at):
+                    fired += claim_tick(self.store, name, at)
+                self.next_at[name] = _next_after(trigger, at)
         return fired
 
     def fire_now(self, now: datetime | None = None) -> int:
         """The start-up wave of every enabled program (``run_on_start``), claimed like a tick."""
         at = (now or utcnow()).replace(second=0, microsecond=0)
         return sum(claim_tick(self.store, p.name, at) for p in self.programs)
+
+
+def _repeated_wall_time(at: datetime) -> bool:
+    """The second occurrence of a wall-clock time in the hour the clocks go back (fold=1)."""
+    return at.fold == 1 and at.replace(fold=0).utcoffset() != at.utcoffset()
+
+
+def _next_after(trigger: CronTrigger, at: datetime) -> datetime | None:
+    """The first fire time strictly after ``at`` (None if the trigger would go backwards).
+
+    Given ``previous_fire_time``, APScheduler 3.11 ignores ``fold`` in the hour the clocks go back:
+    after the second 02:30 it answers that same 02:30, or an earlier time, for ever. Asked for the
+    first time after the next UTC instant instead, it answers right.
+    """
+    after = at.astimezone(timezone.utc)
+    nxt: datetime | None = trigger.get_next_fire_time(None, after + timedelta(microseconds=1))
+    if nxt is not None and nxt.astimezone(timezone.utc) <= after:
+        return None
+    return nxt

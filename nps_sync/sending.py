@@ -9,12 +9,13 @@ any moment sends no survey twice (../shared/docs/reliability-and-compliance.md Â
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from nps_sync.abc import Channel
 from nps_sync.config import Config
@@ -29,6 +30,7 @@ log = structlog.get_logger("nps_sync.sending")
 
 PAUSE_KEY = "sending.paused"
 RETRY_TRANSIENT = timedelta(minutes=1)
+SEND_LINGER = timedelta(seconds=1)
 
 
 def is_paused(store: Store) -> bool:
@@ -56,22 +58,52 @@ class Sender:
         self.renderer = renderer
         self.worker_id = worker_id
         self.disabled: dict[str, str] = {}
+        #: A channel refused with RateLimited / ConnectorUnavailable rests until then: Retry-After is
+        #: about the provider, so the channel's next batch must not be tried (and refused) meanwhile.
+        self.resting: dict[str, datetime] = {}
+        #: channel â†’ (newest queued send id, when it was first seen): see _batch_ready.
+        self._growth: dict[str, tuple[int, float]] = {}
 
     # --- the send path ------------------------------------------------------------------------
 
-    def run_once(self, now: datetime | None = None) -> int:
-        """Claim and send one batch per channel. Returns the number of sends attempted."""
+    def run_once(self, now: datetime | None = None, *, linger: bool = False) -> int:
+        """Claim and send one batch per channel. Returns the number of sends attempted.
+        With ``linger`` a channel's batch waits while a wave is still adding rows (see _batch_ready)."""
         if is_paused(self.store):
             return 0
         total = 0
+        now = now or utcnow()
         for kind, channel in self.channels.items():
-            if kind in self.disabled:
+            if kind in self.disabled or self.resting.get(kind, now) > now:
                 continue
-            rows = self._claim(kind, channel.max_batch, now or utcnow())
+            if linger and not self._batch_ready(kind, channel.max_batch, now):
+                continue
+            rows = self._claim(kind, channel.max_batch, now)
             if rows:
                 total += len(rows)
                 self._send(channel, rows)
         return total
+
+    def _batch_ready(self, kind: str, limit: int, now: datetime) -> bool:
+        """A full batch is due, or no row was added for SEND_LINGER: a wave queues its sends page by
+        page, and sending each page as it lands would cost one provider call per page, not per batch."""
+        sends = schema.sends
+        with self.store.read() as conn:
+            n, top = conn.execute(
+                select(func.count(), func.max(sends.c.id)).where(
+                    sends.c.state == "queued", sends.c.channel == kind, sends.c.not_before <= now
+                )
+            ).one()
+        if not n:
+            return False
+        if n >= limit:
+            return True
+        seen = self._growth.get(kind)
+        moment = time.monotonic()
+        if seen is None or seen[0] != top:
+            self._growth[kind] = (top, moment)
+            return False
+        return moment - seen[1] >= SEND_LINGER.total_seconds()
 
     def _claim(self, kind: str, limit: int, now: datetime) -> list[dict[str, Any]]:
         sends, sup = schema.sends, schema.suppressions
@@ -124,12 +156,14 @@ class Sender:
             for outcome in channel.send(messages) if messages else []:
                 outcomes[outcome.send_key] = outcome
         except RateLimited as exc:
+            self.resting[channel.kind] = utcnow() + timedelta(seconds=exc.retry_after or 60.0)
             self._requeue([m.send_key for m in messages], exc.retry_after or 60.0, str(exc))
         except AuthFailed as exc:
             self.disabled[channel.kind] = str(exc)
             self._requeue([m.send_key for m in messages], 0.0, str(exc))
             log.error("channel.disabled", channel=channel.name, kind=channel.kind, error=str(exc))
         except ConnectorUnavailable as exc:
+            self.resting[channel.kind] = utcnow() + timedelta(seconds=30.0)
             self._requeue([m.send_key for m in messages], 30.0, str(exc))
         except (AmbiguousOutcome, Exception) as exc:
             # We cannot know whether the provider took them: never resend blindly.
@@ -138,6 +172,14 @@ class Sender:
                     m.send_key, "unknown", reason=f"{type(exc).__name__}: {exc}"
                 )
             log.error("send.ambiguous", channel=channel.name, count=len(messages), error=str(exc))
+        else:
+            # A channel that returned no outcome for a message broke its contract; it may have sent
+            # it, so ``unknown`` (reconciled, never resent) rather than ``sending`` for ever.
+            missing = [m.send_key for m in messages if m.send_key not in outcomes]
+            for key in missing:
+                outcomes[key] = SendOutcome(key, "unknown", reason="the channel returned no outcome")
+            if missing:
+                log.error("send.no_outcome", channel=channel.name, count=len(missing))
         self.record(outcomes.values())
 
     def _requeue(self, keys: Sequence[str], delay: float, reason: str) -> None:
@@ -182,7 +224,13 @@ class Sender:
                     values["sent_at"] = now
                 if o.reason:
                     values["error"] = o.reason[:2000]
-                conn.execute(update(sends).where(sends.c.send_key == o.send_key).values(**values))
+                # Only a send still in flight takes the outcome: if recovery already marked it
+                # unknown and reconciled it (a paused replica waking up), the late answer is dropped.
+                conn.execute(
+                    update(sends)
+                    .where(sends.c.send_key == o.send_key, sends.c.state.in_(("sending", "unknown")))
+                    .values(**values)
+                )
                 row = rows.get(o.send_key)
                 if o.suppress and row is not None:
                     suppress(

@@ -35,6 +35,7 @@ from sqlalchemy import Connection, and_, func, select
 from nps_sync.abc import CRM
 from nps_sync.config import Config, ProgramConfig
 from nps_sync.durations import TimeWindow
+from nps_sync.forget import tombstones_for
 from nps_sync.models import Audience, ChannelKind, Contact
 from nps_sync.render import choose_language
 from nps_sync.store import schema
@@ -268,30 +269,36 @@ class _PageContext:
         cls, conn: Connection, page: Sequence[Contact], program: ProgramConfig, now: datetime, config: Config
     ) -> _PageContext:
         emails = [e for e in (normalize_email(c.email) for c in page if c.email) if e]
-        phones = [p for p in (normalize_phone(c.phone) for c in page if c.phone) if p]
+        # Read national numbers in the contact's country, exactly as _decide does.
+        phones = [
+            p for p in (normalize_phone(c.phone, default_region=_region(c)) for c in page if c.phone) if p
+        ]
         sup = schema.suppressions
+        # Erased people are suppressed under a keyed hash of their address (nps_sync.forget).
+        hashed = tombstones_for(conn, [("email", e) for e in emails] + [("sms", p) for p in phones])
         suppressed = {
-            (r.channel, r.address): r.reason
+            hashed.get(r.address, (r.channel, r.address)): r.reason
             for r in conn.execute(
-                select(sup.c.channel, sup.c.address, sup.c.reason).where(sup.c.address.in_(emails + phones))
+                select(sup.c.channel, sup.c.address, sup.c.reason).where(
+                    sup.c.address.in_(emails + phones + list(hashed))
+                )
             )
         }
         sends = schema.sends
         ids = [c.id for c in page]
+        # The latest survey inside the interval wins (rows come oldest first), with its own program:
+        # max(program) next to max(created_at) would name a program that did not send it.
         last = {
             r.contact_id: (r.created_at, r.program)
             for r in conn.execute(
-                select(
-                    sends.c.contact_id,
-                    func.max(sends.c.created_at).label("created_at"),
-                    func.max(sends.c.program).label("program"),
-                )
+                select(sends.c.contact_id, sends.c.created_at, sends.c.program)
                 .where(
                     sends.c.contact_id.in_(ids),
                     sends.c.kind == "survey",
                     sends.c.state.in_(ACTIVE_SEND_STATES),
+                    sends.c.created_at > now - program.resurvey_after,
                 )
-                .group_by(sends.c.contact_id)
+                .order_by(sends.c.created_at, sends.c.id)
             )
         }
         accounts = sorted({c.account_id for c in page if c.account_id})

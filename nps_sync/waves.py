@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import and_, exists, func, select, update
 
 from nps_sync.abc import CRM
 from nps_sync.config import Config, ProgramConfig
@@ -38,7 +38,8 @@ class WaveSummary:
 
 
 def wave_id_for(program: str, fire_at: datetime) -> str:
-    return f"{program}@{fire_at.astimezone().strftime('%Y-%m-%dT%H:%M%z')}"
+    """The same id on every machine (UTC), so replicas in different zones agree on a wave."""
+    return f"{program}@{fire_at.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%MZ')}"
 
 
 def run_wave(
@@ -74,7 +75,19 @@ def run_wave(
             continue
         _record_page(store, program, wave_id, page, now)
     if not dry_run:
+        decisions = schema.wave_decisions
         with store.begin() as conn:
+            # Counted from what was recorded, so a wave resumed after a crash reports the whole wave.
+            summary.counts = Counter(
+                {
+                    str(reason): int(n)
+                    for reason, n in conn.execute(
+                        select(decisions.c.reason, func.count())
+                        .where(decisions.c.wave_id == wave_id)
+                        .group_by(decisions.c.reason)
+                    )
+                }
+            )
             conn.execute(
                 update(schema.waves)
                 .where(schema.waves.c.id == wave_id)
@@ -87,7 +100,20 @@ def run_wave(
 def _record_page(
     store: Store, program: ProgramConfig, wave_id: str, page: list[Decision], now: datetime
 ) -> None:
+    decisions = schema.wave_decisions
     with store.begin() as conn:
+        # A wave resumed after a crash meets contacts it already decided (their survey is queued in
+        # this very wave): the first decision stands, so nothing is recorded or queued twice.
+        decided = set(
+            conn.execute(
+                select(decisions.c.contact_id).where(
+                    decisions.c.wave_id == wave_id, decisions.c.contact_id.in_([d.contact.id for d in page])
+                )
+            ).scalars()
+        )
+        page = [d for d in page if d.contact.id not in decided]
+        if not page:
+            return
         conn.execute(
             schema.wave_decisions.insert(),
             [
@@ -103,15 +129,14 @@ def _record_page(
                 for d in page
             ],
         )
+        rows = []
         for d in page:
             if d.decision == "skip":
                 continue
             assert d.channel is not None
             assert d.address is not None
             assert d.not_before is not None
-            store.insert_ignore(
-                conn,
-                schema.sends,
+            rows.append(
                 {
                     "send_key": survey_key(program.name, wave_id, d.contact.id),
                     "program": program.name,
@@ -128,9 +153,10 @@ def _record_page(
                     "snapshot": snapshot(d.contact),
                     "created_at": now,
                     "updated_at": now,
-                },
-                "send_key",
+                }
             )
+        # One statement for the page (a row already there from an interrupted run is kept as it is).
+        store.insert_ignore_many(conn, schema.sends, rows, "send_key")
 
 
 def schedule_followups(store: Store, config: Config, *, now: datetime | None = None) -> int:
@@ -205,7 +231,10 @@ def schedule_followups(store: Store, config: Config, *, now: datetime | None = N
                 and sent_at + program.sms_after <= now
             ):
                 contact = row["snapshot"]
-                phone = normalize_phone(contact.get("phone"))
+                country = str(contact.get("country") or "").upper()
+                phone = normalize_phone(
+                    contact.get("phone"), default_region=country if len(country) == 2 else None
+                )
                 if phone and not contact.get("sms_opt_out"):
                     new_rows.append(_followup(row, "sms", "followup_sms", "sms", phone, now, config, program))
         if not new_rows:

@@ -130,5 +130,13 @@ class WriteBack:
             for p in payloads
         ]
         result = self.crm.update_contacts(updates)
+        for failure in result.failed:
+            # Our suppression holds either way, but other tools reading the CRM would still send.
+            log.warning(
+                "writeback.opt_out_failed",
+                contact_id=failure.record_id,
+                reason=failure.reason,
+                transient=failure.transient,
+            )
         if any(f.transient for f in result.failed):
             raise ConnectorUnavailable("opt-out write-back failed transiently; retrying")

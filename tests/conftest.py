@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+import structlog
 
 # Test traffic goes to 127.0.0.1 only: never through a proxy a developer's shell may have set.
 for _var in ("NO_PROXY", "no_proxy"):
@@ -32,3 +36,12 @@ pytest_plugins = [
     "tests.fixtures",
     *(_fixture_module(name) for name in (*CRM_BACKENDS, *CHANNEL_BACKENDS)),
 ]
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog_config() -> Iterator[None]:
+    """CLI commands configure logging for their process; inside the test process that would leak
+    into later tests, so every test gets the configuration it started with back."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)

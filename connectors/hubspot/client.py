@@ -26,9 +26,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import hubspot.crm.associations.v4 as hs_associations
 import hubspot.crm.companies as hs_companies
 import hubspot.crm.contacts as hs_contacts
 import hubspot.crm.lists as hs_lists
+import hubspot.crm.objects.notes as hs_notes
 import hubspot.crm.objects.tasks as hs_tasks
 import hubspot.crm.owners as hs_owners
 import hubspot.crm.properties as hs_properties
@@ -59,15 +61,23 @@ _API_EXCEPTIONS: tuple[type[BaseException], ...] = (
     hs_owners.ApiException,
     hs_properties.ApiException,
     hs_lists.ApiException,
+    hs_notes.ApiException,
+    hs_associations.ApiException,
 )
 #: Failures before the request reached HubSpot: safe to repeat any call.
 _NOT_SENT: tuple[type[BaseException], ...] = (
     urllib3.exceptions.NewConnectionError,
     urllib3.exceptions.ConnectTimeoutError,
 )
-_OBJECT_PACKAGES: dict[str, Any] = {"contacts": hs_contacts, "companies": hs_companies, "tasks": hs_tasks}
+_OBJECT_PACKAGES: dict[str, Any] = {
+    "contacts": hs_contacts,
+    "companies": hs_companies,
+    "tasks": hs_tasks,
+    "notes": hs_notes,
+}
 _CONFIGS: dict[str, Any] = {
-    pkg.__name__: pkg.Configuration() for pkg in (hs_contacts, hs_companies, hs_tasks, hs_properties)
+    pkg.__name__: pkg.Configuration()
+    for pkg in (hs_contacts, hs_companies, hs_tasks, hs_properties, hs_notes)
 }
 DAILY_POLICY = "DAILY"
 
@@ -186,7 +196,9 @@ class HubSpotClient:
             "contacts": (crm.contacts.basic_api, crm.contacts.batch_api, crm.contacts.search_api),
             "companies": (crm.companies.basic_api, crm.companies.batch_api, crm.companies.search_api),
             "tasks": (crm.objects.tasks.basic_api, crm.objects.tasks.batch_api, crm.objects.tasks.search_api),
+            "notes": (crm.objects.notes.basic_api, crm.objects.notes.batch_api, crm.objects.notes.search_api),
         }
+        self._associations = crm.associations.v4.basic_api
         self._owners = crm.owners.owners_api
         self._properties = crm.properties.core_api
         self._groups = crm.properties.groups_api
@@ -443,9 +455,58 @@ class HubSpotClient:
         )
         return _records(result)
 
+    def associated_ids(self, object_type: str, object_id: str, to_type: str) -> list[str]:
+        """Ids of the ``to_type`` records associated with one record (v4 associations, 500 a page;
+        read from the record itself, so unlike search it never trails a write)."""
+        ids: list[str] = []
+        after: str | None = None
+        while True:
+            page = self._call(
+                f"{object_type}.associations",
+                lambda cursor=after, **kw: self._associations.get_page(
+                    object_type, object_id, to_type, after=cursor, limit=500, **kw
+                ),
+                idempotent=True,
+            )
+            ids += [str(r["toObjectId"]) for r in page.get("results") or []]
+            after = _next(page)
+            if after is None:
+                return ids
+
+    def create_note(self, properties: Mapping[str, str], contact_id: str, type_id: int) -> Record:
+        """Create one note associated with a contact. NOT idempotent: a lost answer raises
+        ``AmbiguousOutcome``."""
+        request = _model(
+            hs_notes,
+            "SimplePublicObjectInputForCreate",
+            properties=dict(properties),
+            associations=[
+                _model(
+                    hs_notes,
+                    "PublicAssociationsForObject",
+                    to=_model(hs_notes, "PublicObjectId", id=contact_id),
+                    types=[
+                        _model(
+                            hs_notes,
+                            "AssociationSpec",
+                            association_category=ASSOC_CATEGORY,
+                            association_type_id=type_id,
+                        )
+                    ],
+                )
+            ],
+        )
+        basic = self._objects["notes"][0]
+        result = self._call(
+            "notes.create",
+            lambda **kw: basic.create(simple_public_object_input_for_create=request, **kw),
+            idempotent=False,
+        )
+        return Record(str(result["id"]), result.get("properties") or {})
+
     def close(self) -> None:
         apis = [api for trio in self._objects.values() for api in trio]
-        apis += [self._owners, self._properties, self._groups, self._memberships]
+        apis += [self._owners, self._properties, self._groups, self._memberships, self._associations]
         for api in apis:
             api.api_client.rest_client.pool_manager.clear()
 

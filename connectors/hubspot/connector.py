@@ -31,6 +31,7 @@ from nps_sync.models import (
     TaskState,
 )
 
+from . import notes
 from .client import HubSpotClient, PropertyInfo, Record
 from .config import HubSpotAudience, HubSpotOptions, SearchFilter
 from .mapping import (
@@ -421,6 +422,10 @@ class HubSpotCrm:
                     log.info("hubspot.property_created", object_type=object_type, name=name)
         self._props.clear()
         return created
+
+    def add_note(self, key: str, contact_id: str, title: str, body: str) -> str:
+        """A note on the contact's timeline, found by our key (in its body) before any create."""
+        return notes.add_note(self.client, key, contact_id, title, body)
 
     def routes(self) -> Sequence[BaseRoute]:
         return []

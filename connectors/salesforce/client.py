@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -53,6 +55,23 @@ _ACCESS_CODES = {
     "INSUFFICIENT_ACCESS_OR_READONLY",
     "FORBIDDEN",
 }
+
+
+#: Rows parsed from a Bulk result page at a time (the REST query page size).
+BULK_CHUNK = 2000
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their endings, one at a time: ``io.StringIO`` would first copy a
+    whole result page into a buffer of four bytes a character."""
+    start, size = 0, len(text)
+    while start < size:
+        end = text.find("\n", start)
+        if end < 0:
+            yield text[start:]
+            return
+        yield text[start : end + 1]
+        start = end + 1
 
 
 class _Transport(HTTPAdapter):
@@ -319,10 +338,26 @@ class SalesforceClient:
         )
         return [dict(r) for r in result or []]
 
-    def bulk_query(self, sobject: str, soql: str) -> Iterator[list[dict[str, str]]]:
-        """Rows of a Bulk API 2.0 query job, page by page. A session that expires mid-job restarts the
-        job once with a new login; rows already yielded (by Id) are not yielded again."""
-        seen: set[str] = set()
+    def composite(self, build: Callable[[str], Mapping[str, Any]]) -> dict[str, Any]:
+        """One Composite API call; ``build`` gets the data path (``/services/data/v59.0``) for the
+        subrequest URLs. Never retried: a lost answer raises AmbiguousOutcome."""
+
+        def run(sf: Salesforce) -> Any:
+            return sf.restful(
+                "composite", method="POST", json=dict(build(f"/services/data/v{sf.sf_version}"))
+            )
+
+        return dict(self.call(run, idempotent=False) or {})
+
+    def bulk_query(self, sobject: str, soql: str, chunk: int = BULK_CHUNK) -> Iterator[list[dict[str, str]]]:
+        """Rows of a Bulk API 2.0 query job, at most ``chunk`` at a time (a result page holds up to
+        ``bulk_page_size`` rows: parsing a whole page at once would hold all of them as dicts). A
+        session that expires mid-job restarts the job once with a new login; rows already yielded
+        (by Id) are not yielded again."""
+        # What was yielded, as 8-byte hashes (a set of a million ids would take ~100 MB); turned
+        # into a set only after a restart, which is when it is consulted.
+        seen = array("q")
+        skip: set[int] = set()
         restarted = False
         while True:
             try:
@@ -330,14 +365,18 @@ class SalesforceClient:
                 for text in handler.query(
                     soql, max_records=self.options.bulk_page_size, wait=self.options.bulk_poll_seconds
                 ):
-                    rows = [r for r in csv.DictReader(io.StringIO(text)) if r.get("Id") not in seen]
-                    seen.update(r["Id"] for r in rows)
-                    yield rows
+                    reader = csv.DictReader(_lines(text))
+                    while part := list(itertools.islice(reader, chunk)):
+                        rows = [r for r in part if hash(r.get("Id")) not in skip] if skip else part
+                        seen.extend(hash(r["Id"]) for r in rows)
+                        if rows:
+                            yield rows
                 return
             except SalesforceExpiredSession as exc:
                 if restarted:
                     raise self._map(exc, sent_maybe=False) from exc
                 restarted = True
+                skip = set(seen)
                 log.info("salesforce.session_renewed", during="bulk_query")
                 self.login()
             except Exception as exc:

@@ -15,7 +15,13 @@ from nps_sync.abc import ConnectorContext
 from nps_sync.connectors.salesforce import mapping
 from nps_sync.connectors.salesforce.client import NAME, SalesforceClient
 from nps_sync.connectors.salesforce.config import SalesforceAudience, SalesforceOptions
-from nps_sync.errors import AmbiguousOutcome, ConfigError, ConnectorError, PermanentError
+from nps_sync.errors import (
+    AmbiguousOutcome,
+    ConfigError,
+    ConnectorError,
+    ConnectorUnavailable,
+    PermanentError,
+)
 from nps_sync.models import (
     AccountUpdate,
     Audience,
@@ -334,6 +340,54 @@ class SalesforceCRM:
             )
             for s in chunk
         }
+
+    # --- notes -------------------------------------------------------------------------------------
+
+    def _existing_note(self, key: str, contact_id: str) -> str | None:
+        pattern = mapping.escape_soql(mapping.note_marker(key)).replace("%", "\\%").replace("_", "\\_")
+        soql = mapping.select(
+            ("ContentDocumentId",),
+            "ContentDocumentLink",
+            f"LinkedEntityId = {mapping.quote(contact_id)} AND ContentDocument.Title LIKE '%{pattern}'",
+        )
+        found = self.client.query_all(soql)
+        return str(found[0]["ContentDocumentId"]) if found else None
+
+    def add_note(self, key: str, contact_id: str, title: str, body: str) -> str:
+        """A Lightning note (ContentNote) linked to the contact, created with its link in one
+        all-or-none Composite call. Our key ends the note's title, so a retry finds it first."""
+        if not _ID.match(contact_id):
+            raise PermanentError(f"not a Salesforce Contact id: {contact_id!r}", connector=NAME)
+        self.client.ensure_budget()
+        existing = self._existing_note(key, contact_id)
+        if existing is not None:
+            return existing
+        try:
+            answer = self.client.composite(
+                lambda base: mapping.note_request(base, key, contact_id, title, body)
+            )
+        except AmbiguousOutcome:
+            found = self._existing_note(key, contact_id)
+            if found is not None:
+                return found
+            raise ConnectorUnavailable(
+                f"note {key!r}: the create call got no answer and the note is not there yet", connector=NAME
+            ) from None
+        by_ref = {r.get("referenceId"): r for r in answer.get("compositeResponse", [])}
+        note, link = by_ref.get("note", {}), by_ref.get("link", {})
+        if link.get("httpStatusCode") == 201 and note.get("httpStatusCode") == 201:
+            log.info("salesforce.note_added", key=key, note_id=note["body"]["id"])
+            return str(note["body"]["id"])
+        errors = [
+            e
+            for r in (note, link)
+            for e in (r.get("body") if isinstance(r.get("body"), list) else [])
+            if e.get("errorCode") != "PROCESSING_HALTED"
+        ] or [{"errorCode": "UNKNOWN", "message": f"unexpected composite answer: {answer!r}"[:300]}]
+        code = str(errors[0].get("errorCode"))
+        reason = "; ".join(f"{e.get('errorCode')}: {e.get('message')}" for e in errors)
+        kind = ConnectorUnavailable if code in mapping.TRANSIENT_CODES else PermanentError
+        raise kind(f"note {key!r} for contact {contact_id} refused: {reason}", connector=NAME)
 
     # --- setup -------------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import html
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -403,3 +405,51 @@ def check_field(spec: FieldSpec, described: Mapping[str, Mapping[str, Any]]) -> 
             "in its field-level security"
         )
     return None
+
+
+# --- notes ---------------------------------------------------------------------------------------
+
+#: ContentNote.Title is at most 255 characters; our key ends it, so a retry can find the note.
+NOTE_TITLE_MAX = 255
+
+
+def note_marker(key: str) -> str:
+    return f"[{key}]"
+
+
+def note_title(title: str, key: str) -> str:
+    marker = " " + note_marker(key)
+    return title[: NOTE_TITLE_MAX - len(marker)].rstrip() + marker
+
+
+def note_content(body: str) -> str:
+    """ContentNote.Content: base64 of HTML-escaped text (a bare '&' or '<' is refused), lines as <br>."""
+    escaped = html.escape(body, quote=False).replace("\r\n", "\n").replace("\n", "<br>")
+    return base64.b64encode(escaped.encode("utf-8")).decode("ascii")
+
+
+def note_request(base: str, key: str, contact_id: str, title: str, body: str) -> dict[str, Any]:
+    """The Composite body creating a ContentNote and its link to the contact, all or none. ShareType
+    ``I``: whoever can see the contact can see the note, as with notes added by hand."""
+    return {
+        "allOrNone": True,
+        "compositeRequest": [
+            {
+                "method": "POST",
+                "url": f"{base}/sobjects/ContentNote",
+                "referenceId": "note",
+                "body": {"Title": note_title(title, key), "Content": note_content(body)},
+            },
+            {
+                "method": "POST",
+                "url": f"{base}/sobjects/ContentDocumentLink",
+                "referenceId": "link",
+                "body": {
+                    "ContentDocumentId": "@{note.id}",
+                    "LinkedEntityId": contact_id,
+                    "ShareType": "I",
+                    "Visibility": "AllUsers",
+                },
+            },
+        ],
+    }

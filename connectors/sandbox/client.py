@@ -27,6 +27,7 @@ OWNERS, ACCOUNTS, CONTACTS, TASKS = (
     schema.sandbox_contacts,
     schema.sandbox_tasks,
 )
+NOTES = schema.sandbox_notes
 
 
 def task_id_for(key: str) -> str:
@@ -180,6 +181,29 @@ class SandboxDb:
 
     def insert_task(self, conn: Connection, values: Mapping[str, Any]) -> None:
         conn.execute(TASKS.insert().values(**values, created_at=utcnow()))
+
+    def add_note(self, key: str, contact_id: str, title: str, body: str) -> tuple[str, bool]:
+        """Insert the note unless one carries ``key``; returns (note id, whether it existed)."""
+        note_id = "N" + hashlib.sha256(key.encode()).hexdigest()[:12].upper()
+        with self.store.begin() as conn:
+            if conn.execute(select(CONTACTS.c.id).where(CONTACTS.c.id == contact_id)).first() is None:
+                return "", False
+            existing = conn.execute(select(NOTES.c.id).where(NOTES.c.key == key)).scalar_one_or_none()
+            if existing is not None:
+                return str(existing), True
+            conn.execute(
+                NOTES.insert().values(
+                    id=note_id, key=key, contact_id=contact_id, title=title, body=body, created_at=utcnow()
+                )
+            )
+        return note_id, False
+
+    def notes(self, contact_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(NOTES).order_by(NOTES.c.created_at, NOTES.c.id)
+        if contact_id is not None:
+            query = query.where(NOTES.c.contact_id == contact_id)
+        with self.store.read() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
 
     def set_task_status(self, task_id: str, completed: bool) -> bool:
         with self.store.begin() as conn:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from nps_sync.abc import ConnectorContext
+from nps_sync.errors import PermanentError
 from nps_sync.models import (
     AccountUpdate,
     Audience,
@@ -139,6 +140,16 @@ class SandboxCrm:
             )
             for row in self.db.tasks(ids)
         }
+
+    def add_note(self, key: str, contact_id: str, title: str, body: str) -> str:
+        note_id, existed = self.db.add_note(key, contact_id, title[:255], body)
+        if not note_id:
+            raise PermanentError(
+                f"cannot add note {key!r}: no contact {contact_id!r} in the sandbox", connector=self.name
+            )
+        if not existed:
+            log.info("sandbox.note_added", key=key, contact_id=contact_id, note_id=note_id)
+        return note_id
 
     def complete_task(self, task_id: str) -> bool:
         """Mark a task done, as an account manager would in the CRM (the sandbox's UI and CLI)."""

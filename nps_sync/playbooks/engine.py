@@ -52,7 +52,11 @@ NO_RESPONSE_LOOKBACK = timedelta(days=30)
 
 
 def template_context(
-    event: PlaybookEvent, public_url: str, owner: Owner | None, due: date | None
+    event: PlaybookEvent,
+    public_url: str,
+    owner: Owner | None,
+    due: date | None,
+    links: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The variables a playbook template sees (documented in :mod:`nps_sync.playbooks.templates`)."""
     c = event.contact
@@ -82,6 +86,8 @@ def template_context(
         "owner": {"name": owner.name if owner else "", "email": owner.email if owner else None},
         "due": due,
         "public_url": base,
+        "testimonial_url": None,
+        **(links or {}),
     }
 
 
@@ -402,7 +408,9 @@ class PlaybookEngine:
         due = None
         if isinstance(params, CrmTaskParams):
             due = self.due_date(at, params.due)
-        context = template_context(event, self.services.public_url, owner, due)
+        links = self.services.links
+        extra = links(event.response_id) if links is not None and event.response_id is not None else None
+        context = template_context(event, self.services.public_url, owner, due, extra)
         try:
             rendered = {k: templates.render(t, context) for k, t in step.templates.items()}
         except PlaybookError as exc:

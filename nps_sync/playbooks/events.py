@@ -63,6 +63,8 @@ class PlaybookServices:
     #: Webhook POSTs: tries per call and the first backoff in seconds (tests shorten it).
     webhook_attempts: int = 4
     webhook_backoff: float = 1.0
+    #: Extra template variables for an answered event, by response id (``testimonial_url``).
+    links: Callable[[int], Mapping[str, str]] | None = None
 
 
 @dataclass(frozen=True)

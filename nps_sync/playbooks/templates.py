@@ -12,6 +12,8 @@ The context every playbook template sees (documented in each shipped playbook to
 - ``owner``: ``name``, ``email`` of the resolved task owner (the account owner outside ``crm_task``)
 - ``due``: the task's due date (``crm_task`` only; ``None`` elsewhere)
 - ``public_url``: the daemon's public base URL
+- ``testimonial_url``: the promoter's own testimonial page (a signed link carrying only the response
+  id); ``None`` for a ``no_response`` trigger
 
 Templates render with ``StrictUndefined``: a misspelt variable is an error. :func:`check_template`
 finds those at load time by walking the template and rendering it against a full sample context, so
@@ -48,6 +50,7 @@ CONTEXT_KEYS: Mapping[str, tuple[str, ...]] = {
     "owner": ("name", "email"),
     "due": (),
     "public_url": (),
+    "testimonial_url": (),
 }
 
 
@@ -82,9 +85,11 @@ def sample_context(*, task: bool = True, answered: bool = True) -> dict[str, Any
         "owner": {"name": "Jonas Weber", "email": "jonas.weber@example.com"},
         "due": date(2026, 1, 5) if task else None,
         "public_url": public_url,
+        "testimonial_url": f"{public_url}/t/sample-token",
     }
     if not answered:
         sample["response"] = dict.fromkeys(CONTEXT_KEYS["response"])
+        sample["testimonial_url"] = None
     return sample
 
 

@@ -98,6 +98,14 @@ class Store:
         )
         return result.rowcount == 1
 
+    def insert_ignore_many(
+        self, conn: Connection, table: Any, rows: list[dict[str, Any]], *keys: str
+    ) -> None:
+        """``insert_ignore`` for many rows in one executemany (rows must share their keys)."""
+        if rows:
+            ins = (sqlite_insert if self.is_sqlite else pg_insert)(table)
+            conn.execute(ins.on_conflict_do_nothing(index_elements=list(keys)), rows)
+
     # --- small shared settings (the pause switch) -----------------------------------------------
 
     def get_setting(self, key: str) -> str | None:

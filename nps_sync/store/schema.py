@@ -305,3 +305,38 @@ outbox = Table(
     Column("purpose", String(20), nullable=False),
     _ts("created_at", False),
 )
+
+# --- testimonials (migration 0002) ----------------------------------------------------------------
+
+testimonials = Table(
+    "testimonials",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # One per survey answer: the signed link carries only this response id.
+    Column("response_id", Integer, ForeignKey("responses.id"), nullable=False, unique=True),
+    Column("program", String(100), nullable=False),
+    Column("contact_id", String(100), nullable=False, index=True),
+    Column("account_id", String(100), nullable=True),
+    Column("quote", Text, nullable=False),
+    Column("display_name", String(200), nullable=False),
+    Column("title", String(200), nullable=False, default=""),
+    Column("company", String(200), nullable=False, default=""),
+    Column("language", String(10), nullable=False),
+    # The consent exactly as shown on the page when the person ticked it.
+    Column("consent_text", Text, nullable=False),
+    _ts("consented_at", False),
+    _ts("withdrawn_at"),
+    _ts("created_at", False),
+    _ts("updated_at", False),
+)
+
+sandbox_notes = Table(
+    "sandbox_notes",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("key", String(300), nullable=False, unique=True),
+    Column("contact_id", String(40), nullable=False, index=True),
+    Column("title", String(255), nullable=False),
+    Column("body", Text, nullable=False),
+    _ts("created_at", False),
+)

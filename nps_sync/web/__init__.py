@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
+from nps_sync.limits import Limits, LimitSettings
 from nps_sync.runtime import Runtime
-from nps_sync.web import admin_pages, ops, survey_pages
+from nps_sync.web import admin_pages, dashboard, ops, survey_pages, testimonial_pages
 
 
 def create_app(rt: Runtime) -> Starlette:
     routes: list[BaseRoute] = [*survey_pages.routes(rt), *admin_pages.routes(rt), *ops.routes(rt)]
+    routes += testimonial_pages.routes(rt)
+    routes += dashboard.routes(rt)
     routes += list(rt.crm.routes())
     for channel in rt.channels.values():
         routes += list(channel.routes())
-    return Starlette(routes=routes)
+    limits = rt.config.daemon.limits
+    # Outermost after Starlette's error handler: size and rate checks before any route runs.
+    guard = Middleware(Limits, settings=LimitSettings(**limits.model_dump()))
+    return Starlette(routes=routes, middleware=[guard])
 
 
 __all__ = ["create_app"]

@@ -65,7 +65,11 @@ def routes(rt: Runtime) -> list[Route]:
                 conn.execute(text("select 1"))
         except Exception as exc:
             return JSONResponse({"status": "error", "database": type(exc).__name__}, status_code=503)
-        return JSONResponse({"status": "ok", "paused": is_paused(rt.store)})
+        body: dict[str, object] = {"status": "ok", "paused": is_paused(rt.store)}
+        if rt.sender.disabled:  # credentials refused: ops must act (this replica stops using it)
+            body["status"] = "degraded"
+            body["disabled_channels"] = dict(rt.sender.disabled)
+        return JSONResponse(body)
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4; charset=utf-8")

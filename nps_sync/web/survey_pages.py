@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -67,6 +69,10 @@ def routes(rt: Runtime) -> list[Route]:
         return payload, send
 
     async def landing(request: Request) -> Response:
+        # Database reads run in the thread pool: a blocked event loop would stall every other request.
+        return await run_in_threadpool(show, request)
+
+    def show(request: Request) -> Response:
         checked = verify(request)
         if isinstance(checked, HTMLResponse):
             return checked
@@ -99,14 +105,19 @@ def routes(rt: Runtime) -> list[Route]:
         )
 
     async def submit(request: Request) -> Response:
+        form = await request.form()
+        # Recording is synchronous database work (on SQLite it waits for the write lock): in the
+        # thread pool it no longer blocks the event loop that every other request needs.
+        return await run_in_threadpool(record, request, form)
+
+    def record(request: Request, form: FormData) -> Response:
         checked = verify(request)
         if isinstance(checked, HTMLResponse):
             return checked
         _, send = checked
-        form = await request.form()
         raw = str(form.get("score", ""))
         t = texts(send)
-        if not raw.isdigit() or not 0 <= int(raw) <= 10:
+        if not (raw.isascii() and raw.isdigit()) or not 0 <= int(raw) <= 10:  # "²".isdigit() is True
             return _error(request, 422, t["question"], "Please choose a score from 0 to 10.")
         comment = str(form.get("comment", ""))
         try:

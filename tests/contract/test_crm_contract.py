@@ -205,3 +205,22 @@ def test_owners_are_found_with_their_managers(crm_under_test: CrmUnderTest) -> N
 
 def test_setup_check_passes_on_a_prepared_crm(crm_under_test: CrmUnderTest) -> None:
     assert [] == crm_under_test.crm.check(online=True)
+
+
+def test_notes_are_added_once_by_key_and_refused_for_an_unknown_contact(crm_under_test: CrmUnderTest) -> None:
+    from nps_sync.errors import PermanentError
+
+    crm = crm_under_test.crm
+    probe = crm_under_test.probe
+    alice = probe.contact_id("alice.smith@northwind.example")
+    title = "NPS testimonial: consent to publish"
+    body = 'Quote: "Fast & friendly <3"\nShown as: Alice Smith, Ops Manager'
+    first = crm.add_note("nps:testimonial:contract:consent", alice, title, body)
+    again = crm.add_note("nps:testimonial:contract:consent", alice, title, body)
+    assert first and first == again
+    other = crm.add_note(
+        "nps:testimonial:contract:withdrawn", alice, "NPS testimonial: consent withdrawn", "-"
+    )
+    assert other and other != first
+    with pytest.raises(PermanentError):
+        crm.add_note("nps:testimonial:contract:missing", probe.missing_contact_id(), title, body)

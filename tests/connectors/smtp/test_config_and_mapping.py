@@ -1,7 +1,6 @@
 """Options validation and the pure conversions of the SMTP channel (no relay needed)."""
 
 # The house style is `assert expected == actual`, which SIM300 calls a Yoda condition.
-# ruff: noqa: SIM300
 
 from __future__ import annotations
 

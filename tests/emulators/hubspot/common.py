@@ -16,7 +16,7 @@ MEMBERSHIP_LIMIT = 250
 OWNERS_LIMIT = 500
 DEFAULT_PROPERTIES = ("hs_object_id", "createdate", "lastmodifieddate")
 SINGULAR = {"contacts": "contact", "companies": "company", "tasks": "task"}
-OBJECT_NAMES = {"contacts": "CONTACT", "companies": "COMPANY", "tasks": "TASK"}
+OBJECT_NAMES = {"contacts": "CONTACT", "companies": "COMPANY", "tasks": "TASK", "notes": "NOTE"}
 
 
 @dataclass(frozen=True)

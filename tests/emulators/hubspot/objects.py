@@ -175,6 +175,9 @@ def batch_update(portal: Portal, req: Request, object_type: str) -> Response:
 Staged = tuple[dict[str, str], list[tuple[str, str, int]]]
 
 
+NOTE_BODY_MAX = 65_536
+
+
 def _stage_create(portal: Portal, object_type: str, item: Mapping[str, Any]) -> Staged:
     """Validate one create input: its stored values and associations, or an ApiError."""
     values = item.get("properties")
@@ -185,8 +188,10 @@ def _stage_create(portal: Portal, object_type: str, item: Mapping[str, Any]) -> 
     )
     if problems:
         raise _properties_error(object_type, problems)
-    if object_type == "tasks" and not stored.get("hs_timestamp"):
-        raise validation_error("hs_timestamp is required for tasks", propertyName=["hs_timestamp"])
+    if object_type in ("tasks", "notes") and not stored.get("hs_timestamp"):
+        raise validation_error(f"hs_timestamp is required for {object_type}", propertyName=["hs_timestamp"])
+    if object_type == "notes" and len(stored.get("hs_note_body") or "") > NOTE_BODY_MAX:
+        raise validation_error(f"hs_note_body is longer than {NOTE_BODY_MAX} characters")
     links: list[tuple[str, str, int]] = []
     for assoc in item.get("associations") or []:
         to_id = str((assoc.get("to") or {}).get("id"))

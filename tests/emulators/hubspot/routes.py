@@ -31,9 +31,10 @@ from tests.emulators.hubspot.objects import (
 )
 from tests.emulators.hubspot.state import OBJECT_TYPES, ApiError, Portal
 
-_OBJ = "(contacts|companies|tasks)"
-_SCHEMA_SCOPE = {"contacts": "contacts", "companies": "companies", "tasks": "contacts"}
-_OBJECT_SCOPE = {"contacts": "contacts", "companies": "companies", "tasks": "contacts"}
+_OBJ = "(contacts|companies|tasks|notes)"
+# Engagements (tasks, notes) are covered by the contacts scopes.
+_SCHEMA_SCOPE = {"contacts": "contacts", "companies": "companies", "tasks": "contacts", "notes": "contacts"}
+_OBJECT_SCOPE = {"contacts": "contacts", "companies": "companies", "tasks": "contacts", "notes": "contacts"}
 
 
 def _obj_scope(object_type: str, write: bool) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-OBJECT_TYPES = ("contacts", "companies", "tasks")
+OBJECT_TYPES = ("contacts", "companies", "tasks", "notes")
 
 #: HubSpot-defined association type ids (v4 numbering) that the emulator accepts on create.
 ASSOCIATION_TYPES: dict[tuple[str, str], set[int]] = {
@@ -25,9 +25,11 @@ ASSOCIATION_TYPES: dict[tuple[str, str], set[int]] = {
     ("companies", "contacts"): {2, 280},
     ("contacts", "tasks"): {203},
     ("companies", "tasks"): {191},
+    ("notes", "contacts"): {202},
+    ("contacts", "notes"): {201},
 }
 #: The type id used for the reverse direction when an association is created.
-REVERSE_TYPE = {204: 203, 192: 191, 1: 2, 279: 280}
+REVERSE_TYPE = {204: 203, 192: 191, 1: 2, 279: 280, 202: 201}
 
 
 class ApiError(Exception):
@@ -214,10 +216,17 @@ def builtin_properties() -> dict[str, dict[str, PropertyDef]]:
         ),
         _p("hubspot_owner_id", "enumeration", "select", group="task"),
     ]
+    notes = [
+        _p("hs_object_id", "number", "number", group="note", **ro),
+        _p("hs_timestamp", "datetime", "date", group="note"),
+        _p("hs_note_body", "string", "html", group="note"),
+        _p("hubspot_owner_id", "enumeration", "select", group="note"),
+    ]
     return {
         "contacts": {p.name: p for p in contacts},
         "companies": {p.name: p for p in companies},
         "tasks": {p.name: p for p in tasks},
+        "notes": {p.name: p for p in notes},
     }
 
 
@@ -277,10 +286,18 @@ class Portal:
             "contacts": {"contactinformation": "Contact information"},
             "companies": {"companyinformation": "Company information"},
             "tasks": {"task": "Task information"},
+            "notes": {"note": "Note information"},
         }
 
     def new_id(self, object_type: str) -> str:
-        base = {"contacts": 100, "companies": 5000, "tasks": 90000, "owners": 1000, "lists": 10}
+        base = {
+            "contacts": 100,
+            "companies": 5000,
+            "tasks": 90000,
+            "notes": 70000,
+            "owners": 1000,
+            "lists": 10,
+        }
         counter = self._ids.setdefault(object_type, itertools.count(1))
         return str(base[object_type] + next(counter))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -83,4 +85,9 @@ def parse_value(d: FieldDef, value: Any, *, from_csv: bool = False) -> Any:
                 f"Cannot deserialize instance of datetime from VALUE_STRING value {value}"
             ) from None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if kind == "base64":
+        try:
+            return base64.b64decode(str(value), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise ValueError(f"Cannot deserialize instance of base64 from value {value[:40]!r}") from None
     raise ValueError(f"unsupported field type {kind}")

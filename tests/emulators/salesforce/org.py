@@ -16,7 +16,15 @@ from typing import Any
 
 SEED_DIR = Path(__file__).resolve().parents[3] / "connectors" / "sandbox" / "seed"
 _SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
-PREFIXES = {"User": "005", "Account": "001", "Contact": "003", "Task": "00T"}
+PREFIXES = {
+    "User": "005",
+    "Account": "001",
+    "Contact": "003",
+    "Task": "00T",
+    # Lightning notes: a ContentNote is a ContentDocument (069), shown on records it is linked to.
+    "ContentNote": "069",
+    "ContentDocumentLink": "06A",
+}
 TEXT_TYPES = {"id", "string", "textarea", "picklist", "reference", "email", "phone", "url"}
 NUMBER_TYPES = {"double", "int", "currency", "percent"}
 
@@ -155,6 +163,19 @@ STANDARD_FIELDS: dict[str, list[FieldDef]] = {
         _f("IsClosed", "boolean", updateable=False),
         _f("TaskSubtype", "picklist", length=40, picklist=("Task", "Email", "Call", "ListEmail")),
     ],
+    "ContentNote": [
+        _f("Title", "string", length=255, required=True),
+        _f("Content", "base64"),
+        _f("TextPreview", "string", length=255, updateable=False),
+        _f("OwnerId", "reference", length=18, reference_to="User", updateable=False),
+    ],
+    "ContentDocumentLink": [
+        # Polymorphic in Salesforce (any record); the emulated org links notes to contacts.
+        _f("ContentDocumentId", "reference", length=18, reference_to="ContentNote", required=True),
+        _f("LinkedEntityId", "reference", length=18, reference_to="Contact", required=True),
+        _f("ShareType", "picklist", length=40, picklist=("V", "C", "I"), required=True),
+        _f("Visibility", "picklist", length=40, picklist=("AllUsers", "InternalUsers", "SharedUsers")),
+    ],
 }
 
 
@@ -226,6 +247,8 @@ class Org:
             record["Name"] = f"{record.get('FirstName') or ''} {record.get('LastName') or ''}".strip()
         if sobject == "Task":
             record["IsClosed"] = record.get("Status") == "Completed"
+        if sobject == "ContentNote":
+            record["TextPreview"] = (record.get("Content") or "")[:255]
 
     def resolve(self, sobject: str, record: dict[str, Any], path: str) -> Any:
         """``Account.Owner.Email`` → the value, following references; a missing parent gives None."""

@@ -55,6 +55,14 @@ class Rest:
         query = soql.parse(text, datetime.now(timezone.utc).date())
         if query.sobject not in self.org.schemas:
             raise soql.SoqlError("INVALID_TYPE", f"sObject type '{query.sobject}' is not supported.")
+        filtered = set(soql.where_fields(query.where))
+        if query.sobject == "ContentDocumentLink" and not filtered & {"ContentDocumentId", "LinkedEntityId"}:
+            raise soql.SoqlError(
+                "MALFORMED_QUERY",
+                "Implementation restriction: ContentDocumentLink requires a filter by a single Id on "
+                "ContentDocumentId or LinkedEntityId using the equals operator or multiple Id's using "
+                "the IN operator.",
+            )
         for path in [*query.fields, *soql.where_fields(query.where), *(o[0] for o in query.order)]:
             try:
                 self.org.check_path(query.sobject, path)

@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.emulators.salesforce import composite
 from tests.emulators.salesforce.auth import Credentials, Sessions
 from tests.emulators.salesforce.bulk import Bulk
 from tests.emulators.salesforce.org import Org, seed
@@ -233,6 +234,7 @@ class SalesforceEmulator:
             ("GET", r"/sobjects/(?P<t>\w+)/(?P<i>\w+)", lambda t, i: self.rest.get_record(t, i)),
             ("PATCH", r"/sobjects/(?P<t>\w+)/(?P<i>\w+)", lambda t, i: self.rest.update_one(t, i, json_body)),
             ("DELETE", r"/sobjects/(?P<t>\w+)/(?P<i>\w+)", lambda t, i: self.rest.delete_one(t, i)),
+            ("POST", r"/composite", lambda: composite.run(self.rest, json_body)),
             ("POST", r"/composite/sobjects", lambda: self.rest.collections("POST", json_body)),
             ("PATCH", r"/composite/sobjects", lambda: self.rest.collections("PATCH", json_body)),
             ("GET", r"/limits", lambda: (200, self._limits())),
@@ -277,6 +279,8 @@ def _kind(method: str, rest: str) -> str:
         return "queryMore"
     if rest.endswith("/describe"):
         return "describe"
+    if rest == "/composite":
+        return "composite"
     if rest == "/composite/sobjects":
         return "collections_create" if method == "POST" else "collections_update"
     if rest.startswith("/jobs/"):

@@ -1,0 +1,227 @@
+"""Write-back to the CRM: batched calls, the account roll-up, and retry of transient failures.
+
+The CRM is the real sandbox behind a counting wrapper (the far side of the ``CRM`` interface)."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import time_machine
+from structlog.testing import capture_logs
+
+from nps_sync.abc import CRM
+from nps_sync.models import AccountUpdate, BatchResult, ContactUpdate, RecordFailure
+from nps_sync.queue import JobQueue, enqueue
+from nps_sync.runtime import Runtime
+from nps_sync.store.db import Store, utcnow
+from nps_sync.writeback import WriteBack, account_rollup
+from tests.connectors.sandbox.fixtures import SandboxProbe
+from tests.core.test_sending import (  # noqa: F401 - the *_fixture names are fixtures
+    add_send,
+    core_store_fixture,
+    jobs,
+    make_runtime,
+    pg_module_store_fixture,
+)
+
+
+def write_seed(folder: Path, accounts: int, per_account: int) -> Path:
+    """A sandbox seed: accounts A01.. each with ``per_account`` contacts C0001.."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "owners.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "name", "email", "username", "manager_id"])
+        w.writerow(["U01", "Maria Lopez", "maria.lopez@example.com", "mlopez", ""])
+    with (folder / "accounts.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "name", "owner_id"])
+        for a in range(1, accounts + 1):
+            w.writerow([f"A{a:02d}", f"Account {a}", "U01"])
+    with (folder / "contacts.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "account_id", "owner_id", "first_name", "last_name", "email", "phone", "country"])
+        n = 0
+        for a in range(1, accounts + 1):
+            for _ in range(per_account):
+                n += 1
+                w.writerow(
+                    [
+                        f"C{n:04d}",
+                        f"A{a:02d}",
+                        "U01",
+                        f"First{n}",
+                        f"Last{n}",
+                        f"p{n}@example.com",
+                        f"+1212555{n:04d}",
+                        "US",
+                    ]
+                )
+    return folder
+
+
+class CountingCrm:
+    """The sandbox CRM, counting write calls; chosen record ids fail (transiently or for good)."""
+
+    def __init__(self, inner: CRM) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.contact_calls: list[list[ContactUpdate]] = []
+        self.account_calls: list[list[AccountUpdate]] = []
+        self.failing: dict[str, RecordFailure] = {}
+
+    def update_contacts(self, updates: Sequence[ContactUpdate]) -> BatchResult:
+        self.contact_calls.append(list(updates))
+        ok = [u for u in updates if u.contact_id not in self.failing]
+        result = self.inner.update_contacts(ok)
+        failed = [self.failing[u.contact_id] for u in updates if u.contact_id in self.failing]
+        return BatchResult(result.succeeded, (*result.failed, *failed))
+
+    def update_accounts(self, updates: Sequence[AccountUpdate]) -> BatchResult:
+        self.account_calls.append(list(updates))
+        return self.inner.update_accounts(updates)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def rt(tmp_path: Path, core_store: Store) -> Iterator[Runtime]:
+    seed = write_seed(tmp_path / "seed", accounts=10, per_account=20)
+    runtime = make_runtime(tmp_path, core_store, sandbox={"seed": str(seed)}, account_window="30d")
+    yield runtime
+    runtime.close()
+
+
+def counting_queue(rt: Runtime) -> tuple[JobQueue, CountingCrm]:
+    crm = CountingCrm(rt.crm)
+    writeback = WriteBack(rt.store, crm, account_window=rt.config.daemon.account_window)
+    queue = JobQueue(
+        rt.store,
+        {"writeback": writeback.handle, "crm_opt_out": writeback.opt_out},
+        batch_sizes={"writeback": 200, "crm_opt_out": 200},
+    )
+    return queue, crm
+
+
+def answer(rt: Runtime, contact: str, score: int, comment: str | None = None, key: str | None = None) -> int:
+    send_id = add_send(rt, contact, state="sent", sent_at=utcnow(), key=key)
+    rt.responses.record(send_id, score, comment, channel="email")
+    return send_id
+
+
+def test_200_responses_become_one_contacts_call_and_one_accounts_call(rt: Runtime) -> None:
+    contacts = [f"C{n:04d}" for n in range(1, 201)]
+    for n, contact in enumerate(contacts):
+        answer(rt, contact, n % 11, f"comment {n}")
+    assert 200 == len(jobs(rt.store, "writeback"))
+    queue, crm = counting_queue(rt)
+
+    assert 200 == queue.run_once()
+    assert 0 == queue.run_once()
+
+    assert [200] == [len(call) for call in crm.contact_calls]
+    assert sorted(contacts) == sorted(u.contact_id for u in crm.contact_calls[0])
+    assert [[f"A{a:02d}" for a in range(1, 11)]] == [
+        [u.account_id for u in call] for call in crm.account_calls
+    ]
+    assert {"done"} == {j["state"] for j in jobs(rt.store, "writeback")}
+    probe = SandboxProbe(rt.store)
+    assert ("7", "passive", "comment 194") == tuple(
+        probe.contact_value("C0195", k) for k in ("score", "category", "comment")
+    )
+
+
+def test_account_nps_counts_each_contacts_latest_response_within_the_window(rt: Runtime) -> None:
+    # Account A01: C0001 detractor then promoter (latest counts), C0002 promoter, C0003 passive,
+    # C0004 a detractor 40 days ago (outside the 30-day window). → P=2, D=0, n=3: NPS 66.7.
+    # Account A02: C0021 detractor, C0022 detractor, C0023 promoter, C0024 passive → (1-2)/4: -25.0.
+    with time_machine.travel(utcnow() - timedelta(days=40)):
+        answer(rt, "C0004", 1, key="old")
+    with time_machine.travel(utcnow() - timedelta(days=2)):
+        answer(rt, "C0001", 2, key="first")
+    answer(rt, "C0001", 10, key="second")
+    answer(rt, "C0002", 9)
+    answer(rt, "C0003", 8)
+    for contact, score in (("C0021", 0), ("C0022", 6), ("C0023", 10), ("C0024", 7)):
+        answer(rt, contact, score)
+
+    rollup = account_rollup(rt.store, ["A01", "A02", "A03"], timedelta(days=30))
+
+    assert [
+        AccountUpdate("A01", 66.7, 3, promoters=2, passives=1, detractors=0),
+        AccountUpdate("A02", -25.0, 4, promoters=1, passives=1, detractors=2),
+        AccountUpdate("A03", None, 0),
+    ] == rollup
+
+    queue, _ = counting_queue(rt)
+    queue.run_once()
+    probe = SandboxProbe(rt.store)
+    assert [("66.7", "3"), ("-25.0", "4")] == [
+        (probe.account_value(a, "nps"), probe.account_value(a, "responses")) for a in ("A01", "A02")
+    ]
+
+
+def test_a_transient_record_failure_retries_the_job_later(rt: Runtime) -> None:
+    answer(rt, "C0001", 3, "slow")
+    queue, crm = counting_queue(rt)
+    crm.failing["C0001"] = RecordFailure("C0001", "UNABLE_TO_LOCK_ROW", transient=True)
+
+    assert 1 == queue.run_once()
+    [job] = jobs(rt.store, "writeback")
+    assert ("queued", 1) == (job["state"], job["attempts"])
+    assert "ConnectorUnavailable" in job["last_error"]
+    assert 0 == queue.run_once()  # backing off
+
+    crm.failing.clear()
+    with time_machine.travel(utcnow() + timedelta(minutes=1)):
+        assert 1 == queue.run_once()
+    [job] = jobs(rt.store, "writeback")
+    assert ("done", 2) == (job["state"], job["attempts"])
+    assert 2 == len(crm.contact_calls)
+    assert "3" == SandboxProbe(rt.store).contact_value("C0001", "score")
+
+
+def test_a_permanent_record_failure_is_logged_and_not_retried(rt: Runtime) -> None:
+    answer(rt, "C0001", 3, "slow")
+    answer(rt, "C0002", 9)
+    queue, crm = counting_queue(rt)
+    crm.failing["C0001"] = RecordFailure("C0001", "FIELD_CUSTOM_VALIDATION_EXCEPTION")
+
+    with capture_logs() as logs:
+        assert 2 == queue.run_once()
+    assert [{"contact_id": "C0001", "reason": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "transient": False}] == [
+        {k: e[k] for k in ("contact_id", "reason", "transient")}
+        for e in logs
+        if e["event"] == "writeback.contact_failed"
+    ]
+    assert {"done"} == {j["state"] for j in jobs(rt.store, "writeback")}
+    with time_machine.travel(utcnow() + timedelta(hours=1)):
+        assert 0 == queue.run_once()
+    assert 1 == len(crm.contact_calls)
+    assert "9" == SandboxProbe(rt.store).contact_value("C0002", "score")
+
+
+def test_opt_outs_are_mirrored_to_the_crm_and_a_refused_one_is_logged(rt: Runtime) -> None:
+    with rt.store.begin() as conn:
+        for contact in ("C0001", "C0002"):
+            enqueue(rt.store, conn, "crm_opt_out", {"contact_id": contact, "channel": "sms"})
+    queue, crm = counting_queue(rt)
+    crm.failing["C0002"] = RecordFailure("C0002", "INVALID_FIELD_FOR_INSERT_UPDATE")
+
+    with capture_logs() as logs:
+        assert 2 == queue.run_once()
+
+    probe = SandboxProbe(rt.store)
+    assert ("true", "false") == (
+        probe.contact_value("C0001", "sms_opt_out"),
+        probe.contact_value("C0002", "sms_opt_out"),
+    )
+    assert [("C0002", "INVALID_FIELD_FOR_INSERT_UPDATE")] == [
+        (e["contact_id"], e["reason"]) for e in logs if e["event"] == "writeback.opt_out_failed"
+    ]
+    assert [2] == [len(call) for call in crm.contact_calls]  # one batched call for both
