@@ -3,7 +3,9 @@
 APScheduler 3.11's ``CronTrigger`` computes the fire times (DST-correct, in the daemon's time zone).
 Each fire time is claimed as a row ``(schedule, fire_at)`` with INSERT … ON CONFLICT DO NOTHING before
 the wave is queued, so a second replica, or a paused former leader waking up, cannot fire it twice.
-Fire times missed while the daemon was down are not caught up (the next one runs as scheduled).
+Fire times that passed while no daemon ran are not caught up (the next one runs as scheduled); inside
+a running daemon (a clock jump, a suspended process) each missed one is claimed once, in order, and a
+newly elected leader catches up the last five minutes from the ticks table (nps_sync.leader).
 Like cron, a wall-clock time runs once: the repeated 02:30 of a night the clocks go back is skipped.
 """
 
