@@ -320,15 +320,19 @@ def _slot(at: datetime) -> datetime:
 
 
 def recover_sends(rt: Any, replicas: Replicas, *, startup: bool = False) -> int:
-    """Mark the sends of dead replicas ``unknown`` and reconcile them. SQLite has a single daemon, so at
-    its start-up every ``sending`` row is abandoned. Returns how many sends were marked."""
+    """Mark the sends of dead replicas ``unknown`` and reconcile them, and put their running jobs back
+    in the queue. SQLite has a single daemon, so at its start-up every ``sending`` row and running job
+    is abandoned. Returns how many sends were marked."""
     if rt.store.is_sqlite:
         if not startup:
             return 0
         marked = int(rt.sender.mark_abandoned())
+        rt.queue.release_abandoned()
     else:
         dead = abandoned_claimers(rt.store, replicas, startup=startup)
         marked = int(rt.sender.mark_abandoned(worker_ids=dead)) if dead else 0
+        if dead:
+            rt.queue.release_abandoned(worker_ids=dead)
         if marked:
             log.warning("replica.sends_abandoned", replicas=dead, sends=marked)
     if marked or startup:

@@ -160,6 +160,21 @@ class JobQueue:
                 return str(row.kind)
         return None
 
+    def release_abandoned(self, worker_ids: Sequence[str] | None = None) -> int:
+        """Jobs a dead worker was running go back to the queue at once instead of waiting out their
+        lease (handlers are idempotent). ``None``: every running job (a single daemon starting up)."""
+        jobs = schema.jobs
+        cond = jobs.c.state == "running"
+        if worker_ids is not None:
+            cond = cond & jobs.c.locked_by.in_(list(worker_ids))
+        with self.store.begin() as conn:
+            released = conn.execute(
+                update(jobs).where(cond).values(state="queued", locked_by=None, updated_at=utcnow())
+            ).rowcount
+        if released:
+            log.warning("job.released_after_crash", jobs=released)
+        return int(released or 0)
+
     def run_once(self, kind: str | None = None, *, linger: bool = True) -> int:
         """Claim one batch and run it. Returns how many jobs were run (0 when the queue is idle)."""
         claimed = self.claim(kind, linger=linger)

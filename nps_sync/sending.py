@@ -20,6 +20,7 @@ from sqlalchemy import func, select, update
 from nps_sync.abc import Channel
 from nps_sync.config import Config
 from nps_sync.errors import AmbiguousOutcome, AuthFailed, ConnectorUnavailable, RateLimited
+from nps_sync.faults import crash_point
 from nps_sync.models import OutboundMessage, PendingSend, SendOutcome
 from nps_sync.queue import WORKER_ID, enqueue
 from nps_sync.render import Renderer
@@ -142,9 +143,11 @@ class Sender:
                     .where(sends.c.id.in_([r["id"] for r in rows]))
                     .values(state="sending", claimed_by=self.worker_id, claimed_at=now, updated_at=now)
                 )
+            crash_point("send.claimed_uncommitted")
         return rows
 
     def _send(self, channel: Channel, rows: list[dict[str, Any]]) -> None:
+        crash_point("send.claimed")
         messages: list[OutboundMessage] = []
         outcomes: dict[str, SendOutcome] = {}
         for row in rows:
@@ -180,7 +183,9 @@ class Sender:
                 outcomes[key] = SendOutcome(key, "unknown", reason="the channel returned no outcome")
             if missing:
                 log.error("send.no_outcome", channel=channel.name, count=len(missing))
+        crash_point("send.before_record")
         self.record(outcomes.values())
+        crash_point("send.recorded")
 
     def _requeue(self, keys: Sequence[str], delay: float, reason: str) -> None:
         """Nothing was accepted: put the sends back in the queue (safe, by the channel's contract)."""

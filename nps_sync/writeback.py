@@ -17,6 +17,7 @@ from sqlalchemy import desc, select
 
 from nps_sync.abc import CRM
 from nps_sync.errors import ConnectorUnavailable
+from nps_sync.faults import crash_point
 from nps_sync.models import AccountUpdate, ContactUpdate
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
@@ -67,6 +68,7 @@ class WriteBack:
         account_ids = sorted({p["account_id"] for p in payloads if p.get("account_id")})
         updates = self.contact_updates(contact_ids)
         result = self.crm.update_contacts(updates)
+        crash_point("writeback.after_crm")
         transient = [f for f in result.failed if f.transient]
         for failure in result.failed:
             log.warning(

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from sqlalchemy import Connection, select, update
 
+from nps_sync.faults import crash_point
 from nps_sync.playbooks.actions import ACTIONS, Outcome, OwnerResolver, StepCall, owner_chain
 from nps_sync.playbooks.events import PlaybookEvent, PlaybookServices, event_from_json
 from nps_sync.playbooks.model import Playbook, Step
@@ -81,6 +82,7 @@ class StepBatch:
                     (r, r.run_id, r.step.index, "stopped", "skipped", {"stopped_by": stops[r.run_id]})
                 )
         outcomes = run_actions(calls, self.services)
+        crash_point("playbook.after_create_tasks")
         by_run = {r.run_id: r for r in live}
         with self.services.store.begin() as conn:
             if self.completed_keys:

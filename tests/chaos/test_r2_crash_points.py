@@ -1,22 +1,38 @@
-"""R2 (part): a real daemon SIGKILLed at points of the send path, held there by the fault proxy.
+"""R2: a real daemon (SQLite) dies at each point of the send path, is restarted, and settles.
 
-The table, written before the run:
+The crash is ``os._exit(137)`` at a named hook (nps_sync.faults, ``NPS_SYNC_CRASH_AT``), except
+``send.after_request``: Twilio accepted the message and the fault proxy holds its answer, then the
+daemon is SIGKILLed (our code never saw the answer; a hook after ``channel.send`` returned would be
+``send.before_record`` again). Twilio's emulator, in a thread of the test, witnesses every send; the
+sandbox CRM's tasks table (same database) witnesses every task.
 
-| crash point                                   | row after crash | after restart + reconcile | at Twilio |
-|-----------------------------------------------|-----------------|---------------------------|-----------|
-| claim committed, request never reached Twilio | sending         | queued again, then sent   | 1         |
-| Twilio accepted, its answer never came back   | sending         | sent (confirmed, no resend)| 1         |
-| not claimed yet                               | queued          | sent                      | 1         |
+The table, written before the run (one contact, one survey SMS; CRM points: one detractor answer):
 
-Crashes inside the write-back and task creation need a fault hook in the core (not here yet).
+| point                       | after the crash             | after restart and settling                   |
+|-----------------------------|-----------------------------|----------------------------------------------|
+| send.claimed_uncommitted    | queued, 0 at Twilio         | sent, 1 at Twilio (never claimed before)     |
+| send.claimed                | sending, 0 at Twilio        | unknown → reconciled: requeued, sent, 1      |
+| send.after_request          | sending, 1 at Twilio        | unknown → reconciled: sent, 1 (no resend)    |
+| send.before_record          | sending, 1 at Twilio        | unknown → reconciled: sent, 1 (no resend)    |
+| send.recorded               | sent, 1 at Twilio           | sent, 1                                      |
+| writeback.after_crm         | fields written, job running | fields written once more, job done           |
+| playbook.after_create_tasks | 1 CRM task, 0 recorded      | 1 CRM task with that key, recorded, job done |
+
+A crashed job's row stays ``running``; the restarted daemon puts it back in the queue at start-up
+(``JobQueue.release_abandoned``), so it runs again at once instead of after its 10-minute lease.
 """
 
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -26,23 +42,56 @@ from nps_sync import config as config_mod
 from nps_sync.runtime import Runtime
 from nps_sync.store import schema
 from nps_sync.store.db import Store
-from tests.chaos.cluster import Cluster, Replica, sends_by_state, write_seed
+from tests.chaos.cluster import Cluster, Replica, count, sends_by_state, write_seed
 from tests.chaos.conftest import Provider
 from tests.chaos.faultproxy import FaultProxy
-from tests.e2e.daemon import wait_for
+from tests.e2e.daemon import REPO, wait_for
 
 pytestmark = pytest.mark.chaos
 
+CRASHED = 137
+REPEATS = 20
 
-@pytest.fixture
-def daemon(tmp_path: Path, fast_twilio: Provider) -> Iterator[tuple[Replica, Store, FaultProxy]]:
-    proxy = FaultProxy(int(fast_twilio.emulator.url.rsplit(":", 1)[1])).start()
-    seed = write_seed(tmp_path / "seed", 3)
-    url = f"sqlite:///{tmp_path / 'replica0' / 'state' / 'nps-sync.db'}"
+#: point → (send state after the crash, at Twilio after the crash, at Twilio at the end)
+SEND_TABLE: dict[str, tuple[str, int, int]] = {
+    "send.claimed_uncommitted": ("queued", 0, 1),
+    "send.claimed": ("sending", 0, 1),
+    "send.after_request": ("sending", 1, 1),
+    "send.before_record": ("sending", 1, 1),
+    "send.recorded": ("sent", 1, 1),
+}
+#: point → what the test reads after the crash and at the end (see _crm_state)
+CRM_TABLE: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "writeback.after_crm": (
+        {"nps_score": "3", "writeback_job": "running", "writeback_done_lines": 0},
+        {"nps_score": "3", "writeback_job": "done", "writeback_done_lines": 1},
+    ),
+    "playbook.after_create_tasks": (
+        {"crm_tasks": 1, "recorded_tasks": 0, "steps": 0, "playbook_job": "running"},
+        {"crm_tasks": 1, "recorded_tasks": 1, "steps": 1, "playbook_job": "done"},
+    ),
+}
+
+
+@dataclass
+class World:
+    replica: Replica
+    store: Store
+    proxy: FaultProxy
+    twilio: Provider
+
+    def runtime(self) -> Runtime:
+        return Runtime(config_mod.load(self.replica.folder / "config.toml"), environ=self.replica.env)
+
+
+def make_world(root: Path, twilio: Provider, contacts: int) -> tuple[World, Cluster]:
+    proxy = FaultProxy(int(twilio.emulator.url.rsplit(":", 1)[1])).start()
+    seed = write_seed(root / "seed", contacts)
+    url = f"sqlite:///{root / 'replica0' / 'state' / 'nps-sync.db'}"
     cluster = Cluster(
-        tmp_path,
+        root,
         url,
-        sections=[fast_twilio.config_toml.replace(fast_twilio.emulator.url, proxy.url)],
+        sections=[twilio.config_toml.replace(twilio.emulator.url, proxy.url)],
         overrides={
             "daemon": {"run_on_start": False, "workers": 1},
             "crm": {"kind": "sandbox", "sandbox": {"seed": str(seed)}},
@@ -51,23 +100,19 @@ def daemon(tmp_path: Path, fast_twilio: Provider) -> Iterator[tuple[Replica, Sto
                 {"name": "text", "channel": "sms", "schedule": "0 3 1 1 *", "reminders": {"count": 0}}
             ],
         },
-        env=fast_twilio.env,
+        env=twilio.env,
     )
     (replica,) = cluster.add(1)
-    rt = Runtime(config_mod.load(replica.folder / "config.toml"), environ=replica.env)
-    rt.run_wave("text")
-    rt.close()
-    store = Store(url)
-    yield replica, store, proxy
-    replica.stop()
-    store.dispose()
-    proxy.stop()
+    return World(replica, Store(url), proxy, twilio), cluster
 
 
-def state_of(store: Store) -> dict[str, str]:
-    s = schema.sends
-    with store.read() as conn:
-        return {str(r[0]): str(r[1]) for r in conn.execute(select(s.c.send_key, s.c.state))}
+@pytest.fixture
+def world(tmp_path: Path, fast_twilio: Provider) -> Iterator[World]:
+    w, _ = make_world(tmp_path, fast_twilio, 1)
+    yield w
+    w.replica.kill()
+    w.store.dispose()
+    w.proxy.stop()
 
 
 def at_twilio(provider: Provider) -> Counter[str]:
@@ -78,48 +123,177 @@ def at_twilio(provider: Provider) -> Counter[str]:
     return found
 
 
-def sending_key(store: Store) -> str:
-    return wait_for(
-        lambda: next((k for k, v in state_of(store).items() if v == "sending"), None),
+def only_send(store: Store) -> tuple[int, str, str]:
+    s = schema.sends
+    with store.read() as conn:
+        row = conn.execute(select(s.c.id, s.c.send_key, s.c.state).where(s.c.kind == "survey")).one()
+    return int(row.id), str(row.send_key), str(row.state)
+
+
+def job_state(store: Store, kind: str) -> str:
+    """The state of the first job of ``kind`` (the playbook's second step, a wait, is queued later)."""
+    j = schema.jobs
+    with store.read() as conn:
+        return str(
+            conn.execute(select(j.c.state).where(j.c.kind == kind).order_by(j.c.id).limit(1)).scalar_one()
+        )
+
+
+def crash_run(replica: Replica, point: str) -> int:
+    replica.env["NPS_SYNC_CRASH_AT"] = point
+    try:
+        replica.start()
+        assert replica.proc is not None
+        code = replica.proc.wait(timeout=60)
+    finally:
+        del replica.env["NPS_SYNC_CRASH_AT"]
+        replica.kill()  # a daemon that never reached the point is not left running
+    return code
+
+
+def restart(replica: Replica) -> None:
+    """Start again and wait for ``daemon.ready`` (signal handlers installed: SIGTERM stops cleanly)."""
+    ready = replica.log().count('"daemon.ready"')
+    replica.start()
+    wait_for(lambda: replica.log().count('"daemon.ready"') > ready, timeout=60, what="daemon.ready")
+
+
+def crm_state(w: World, point: str) -> dict[str, Any]:
+    if point == "writeback.after_crm":
+        c = schema.sandbox_contacts
+        with w.store.read() as conn:
+            fields = conn.execute(select(c.c.fields).where(c.c.id == "K00000")).scalar_one()
+        return {
+            "nps_score": fields.get("nps_score"),
+            "writeback_job": job_state(w.store, "writeback"),
+            "writeback_done_lines": w.replica.log().count('"writeback.done"'),
+        }
+    return {
+        "crm_tasks": count(w.store, schema.sandbox_tasks, schema.sandbox_tasks.c.contact_id == "K00000"),
+        "recorded_tasks": count(w.store, schema.crm_tasks),
+        "steps": count(w.store, schema.playbook_steps),
+        "playbook_job": job_state(w.store, "playbook_step"),
+    }
+
+
+@pytest.mark.parametrize("point", list(SEND_TABLE))
+def test_a_crash_at_each_send_point_ends_as_the_table_says(world: World, point: str) -> None:
+    rt = world.runtime()
+    rt.run_wave("text")
+    rt.close()
+    replica, store = world.replica, world.store
+    if point == "send.after_request":
+        world.proxy.set("hold_answer", methods=("POST",))
+        replica.start()
+        wait_for(lambda: sum(at_twilio(world.twilio).values()) == 1, timeout=60, what="Twilio to accept")
+        assert replica.proc is not None
+        replica.proc.send_signal(signal.SIGKILL)
+        code = -replica.proc.wait()
+        replica.proc = None
+        world.proxy.set("pass")
+    else:
+        code = crash_run(replica, point)
+    _, key, state = only_send(store)
+    crashed = (state, at_twilio(world.twilio)[key])
+
+    restart(replica)
+    wait_for(lambda: sends_by_state(store) == {"sent": 1}, timeout=60, what="the send to settle as sent")
+    assert 0 == replica.stop()
+    final = at_twilio(world.twilio)
+    reconciled = replica.log().count('"send.reconciled"')
+    print(f"\nR2 {point}: exit={code} after crash={crashed} at twilio={dict(final)} reconciled={reconciled}")
+    expected_state, expected_at_crash, expected_final = SEND_TABLE[point]
+    assert (CRASHED if point != "send.after_request" else signal.SIGKILL) == code
+    assert (expected_state, expected_at_crash) == crashed
+    assert {key: expected_final} == dict(final)
+
+
+@pytest.mark.parametrize("point", list(CRM_TABLE))
+def test_a_crash_in_crm_work_ends_as_the_table_says(world: World, point: str) -> None:
+    rt = world.runtime()
+    rt.run_wave("text")
+    rt.drain()
+    send_id, _, _ = only_send(world.store)
+    rt.responses.record(send_id, 3, "Support took a week.", channel="sms")
+    rt.close()
+
+    code = crash_run(world.replica, point)
+    crashed = crm_state(world, point)
+    restart(world.replica)
+    wait_for(
+        lambda: (
+            job_state(world.store, "writeback") == "done"
+            and job_state(world.store, "playbook_step") == "done"
+        ),
         timeout=60,
-        what="a send claimed and in flight",
+        what="the write-back and the playbook step to be done",
     )
+    assert 0 == world.replica.stop()
+    final = crm_state(world, point)
+    print(f"\nR2 {point}: exit={code} after crash={crashed} end={final}")
+    assert CRASHED == code
+    assert CRM_TABLE[point] == (crashed, final)
+    assert {"sent": 1} == sends_by_state(world.store)
+    assert 1 == sum(at_twilio(world.twilio).values())
 
 
-def test_each_crash_point_ends_as_the_table_says(
-    daemon: tuple[Replica, Store, FaultProxy], fast_twilio: Provider
+DRIVER = """
+import sys
+from pathlib import Path
+from nps_sync import config
+from nps_sync.runtime import Runtime
+rt = Runtime(config.load(Path(sys.argv[1])))
+rt.queue.run_once("playbook_step", linger=False)
+rt.close()
+"""
+
+
+def test_twenty_crashes_after_create_tasks_leave_exactly_one_task_each(
+    tmp_path: Path, fast_twilio: Provider
 ) -> None:
-    replica, store, proxy = daemon
-    # 1. The request never reaches Twilio: the claim is committed, the daemon dies waiting.
-    proxy.set("blackhole", methods=("POST",))
-    replica.start()
-    lost = sending_key(store)
-    replica.kill()
-    untouched = [k for k, v in state_of(store).items() if v == "queued"]
-    crash1 = (state_of(store)[lost], at_twilio(fast_twilio)[lost])
-
-    # 2. Twilio accepts the next message; its answer is held; the daemon dies waiting. On this start
-    #    the first send is reconciled: Twilio does not have it, so it is queued again.
-    proxy.set("hold_answer", methods=("POST",))
-    replica.start()
-    wait_for(lambda: sum(at_twilio(fast_twilio).values()) == 1, timeout=60, what="Twilio to accept one")
-    accepted = next(iter(at_twilio(fast_twilio)))
-    wait_for(lambda: state_of(store)[accepted] == "sending", timeout=30, what="the accepted send in flight")
-    replica.kill()
-    crash2 = (state_of(store)[accepted], at_twilio(fast_twilio)[accepted])
-
-    # 3. A clean network: the accepted one is confirmed from Twilio's list, the rest go out once.
-    proxy.set("pass")
-    replica.start()
-    wait_for(lambda: sends_by_state(store) == {"sent": 3}, timeout=60, what="every send sent")
-    final = at_twilio(fast_twilio)
-    logs = replica.log()
-    print(
-        f"\nR2: crash1(blackholed)={crash1} crash2(answer held)={crash2} untouched={len(untouched)} "
-        f"final at twilio={dict(final)} reconciled lines={logs.count('send.reconciled')}"
-    )
-    assert ("sending", 0) == crash1
-    assert ("sending", 1) == crash2
-    assert 2 == len(untouched)
-    assert dict.fromkeys(state_of(store), 1) == dict(final)
-    assert lost in final and accepted in final
+    w, _ = make_world(tmp_path, fast_twilio, REPEATS)
+    try:
+        rt = w.runtime()
+        rt.run_wave("text")
+        rt.drain()
+        s = schema.sends
+        with w.store.read() as conn:
+            sends = conn.execute(select(s.c.id, s.c.contact_id).order_by(s.c.id)).all()
+        env = {**w.replica.env, "PYTHONPATH": str(REPO), "NPS_SYNC_CRASH_AT": "playbook.after_create_tasks"}
+        tasks = schema.sandbox_tasks
+        per_repeat: list[tuple[int, int, int, int]] = []
+        for send_id, contact in sends:
+            rt.responses.record(send_id, 2, None, channel="sms")
+            code = subprocess.run(
+                [sys.executable, "-c", DRIVER, str(w.replica.folder / "config.toml")],
+                env=env,
+                cwd=w.replica.folder,
+                capture_output=True,
+                check=False,
+                timeout=60,
+            ).returncode
+            after_crash = count(w.store, tasks, tasks.c.contact_id == contact)
+            assert 1 == rt.queue.release_abandoned()  # what the next daemon does at start-up
+            assert 1 == rt.queue.run_once("playbook_step", linger=False)
+            with w.store.read() as conn:
+                keys = conn.execute(select(tasks.c.key).where(tasks.c.contact_id == contact)).scalars().all()
+                recorded = (
+                    conn.execute(
+                        select(schema.crm_tasks.c.key).where(schema.crm_tasks.c.contact_id == contact)
+                    )
+                    .scalars()
+                    .all()
+                )
+            per_repeat.append((code, after_crash, len(keys), int(keys == recorded)))
+            assert (CRASHED, 1, 1, 1) == per_repeat[-1]
+        rt.close()
+        total = count(w.store, tasks)
+        print(
+            f"\nR2 x{REPEATS} playbook.after_create_tasks: (exit, tasks after crash, tasks, recorded)="
+            f"{dict(Counter(per_repeat))} total tasks={total}"
+        )
+        assert REPEATS == total
+        assert REPEATS == count(w.store, schema.crm_tasks)
+    finally:
+        w.store.dispose()
+        w.proxy.stop()
