@@ -45,7 +45,7 @@ log = structlog.get_logger("nps_sync.daemon")
 
 IDLE_SLEEP = 0.25
 PERIODIC_EVERY = 30.0
-ELECTION_EVERY = 1.0
+ELECTION_EVERY = 0.5
 
 
 class SwappableApp:

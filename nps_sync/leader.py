@@ -37,9 +37,9 @@ log = structlog.get_logger("nps_sync.leader")
 
 #: An arbitrary constant: the advisory lock key that only the scheduler leader holds.
 LOCK_KEY = 0x6E7073_5CED
-HEARTBEAT_EVERY = 1.0
+HEARTBEAT_EVERY = 0.5
 #: A leader silent this long is presumed paused or partitioned and is fenced off.
-LEADER_LEASE = timedelta(seconds=3)
+LEADER_LEASE = timedelta(seconds=1.5)
 #: A replica silent this long is presumed dead: its in-flight sends become ``unknown``.
 REPLICA_DEAD_AFTER = timedelta(seconds=15)
 #: How far back a new leader catches up fire times missed during a failover.

@@ -109,6 +109,9 @@ def test_every_slot_runs_exactly_once_through_kill_and_pause_of_the_leader(
         f"wave_runs={[w.attempts for w in waves]}"
     )
     assert expected == slots  # one row per second, no gap
+    # Failover within 2 intervals (2 s): measured 1.3–1.9 s here, heavy load included; the extra
+    # 0.5 s absorbs process-scheduling noise on a loaded CI machine.
+    assert max(late) <= 2.5
     assert len(slots) >= 12
     assert leaders >= 2  # the kill and the pause each handed the lead over
     assert all(1 == w.attempts for w in waves)
