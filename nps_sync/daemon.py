@@ -102,6 +102,9 @@ class Daemon:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def run(self) -> int:
+        # First of all: SIGHUP's default action ends the process, and /healthz answers before start-up
+        # is over; the handlers only set flags that the main loop reads once it runs.
+        self._install_signals()
         config = config_mod.load(self.config_path)
         with single_instance(config):
             self.rt = Runtime(config, environ=self.environ)
@@ -139,7 +142,6 @@ class Daemon:
             if leadership.check() and config.daemon.run_on_start:
                 scheduler.fire_now()
             workers = self._start_workers(config.daemon.workers)
-            self._install_signals()
             self.notifier.ready(status=f"listening on {config.daemon.listen}")
             log.info(
                 "daemon.ready",
