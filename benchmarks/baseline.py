@@ -28,10 +28,11 @@ from simple_salesforce.login import SalesforceLogin
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client as TwilioClient
 
-from benchmarks.harness import Emulators, afternoon_zone
+from benchmarks.harness import Emulators
 from benchmarks.scenario import RESPONSE_SHARE, Result, _calls
 from nps_sync.connectors.hubspot.ratelimit import SlidingWindow
 from tests.connectors.twilio.fixtures import ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID
+from tests.e2e.daemon import afternoon_zone
 
 CONCURRENCY = 8
 

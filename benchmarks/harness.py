@@ -8,9 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,29 +17,14 @@ from sqlalchemy import func, select
 from nps_sync.store import schema
 from nps_sync.store.db import Store
 from tests.connectors.twilio.fixtures import ACCOUNT_SID, AUTH_TOKEN, SERVICE_SID
-from tests.e2e.daemon import REPO, DaemonProcess, free_port, write_config
+from tests.e2e.daemon import REPO, DaemonProcess, free_port, wait_for, write_config
 
 T = TypeVar("T")
 WORK = REPO / "benchmarks" / ".work"
 
 
-def afternoon_zone() -> str:
-    """A fixed-offset zone where it is early afternoon now, so every window and quiet hours allow sending."""
-    offset = ((13 - datetime.now(timezone.utc).hour + 12) % 24) - 12
-    if offset == 0:
-        return "Etc/UTC"
-    return f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"  # POSIX signs are inverted
-
-
-def wait_until(check: Callable[[], T | None], *, timeout: float, interval: float = 0.2, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+# The waiting helper and the afternoon time zone are the test harness's (tests/e2e/daemon.py).
+wait_until = wait_for
 
 
 class Emulators:

@@ -16,7 +16,6 @@ from sqlalchemy import and_
 
 from benchmarks.harness import (
     Emulators,
-    afternoon_zone,
     count,
     peak_rss_mb,
     start_daemon,
@@ -25,6 +24,7 @@ from benchmarks.harness import (
 )
 from benchmarks.loadgen import form_post, json_post, open_loop
 from nps_sync.store import schema
+from tests.e2e.daemon import afternoon_zone
 
 RESPONSE_SHARE = 0.30
 RESPONSE_RATE = 100.0  # responses a second

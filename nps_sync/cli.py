@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
@@ -16,25 +15,13 @@ from sqlalchemy import desc, select
 
 from nps_sync import __version__
 from nps_sync import config as config_mod
+from nps_sync.cli_options import config_option
 from nps_sync.errors import ConfigError, NpsSyncError
 
 EX_CONFIG = 78  # sysexits EX_CONFIG: systemd's RestartPreventExitStatus stops a restart loop on it
 
 console = Console(width=None if sys.stdout.isatty() else 220)
 err = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def config_option(func: F) -> F:
-    return click.option(
-        "--config",
-        "config_path",
-        envvar="NPS_SYNC_CONFIG",
-        default="config.toml",
-        show_default=True,
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="The config file (or $NPS_SYNC_CONFIG).",
-    )(func)
 
 
 def load_config(path: Path) -> config_mod.Config:

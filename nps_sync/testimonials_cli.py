@@ -8,20 +8,8 @@ from typing import Any
 
 import click
 
+from nps_sync.cli_options import config_option
 from nps_sync.testimonials import ExportFormat, all_testimonials, export
-
-
-def _config_option(func: Any) -> Any:
-    # The same option as nps_sync.cli's; not imported from there, as that module imports this one.
-    return click.option(
-        "--config",
-        "config_path",
-        envvar="NPS_SYNC_CONFIG",
-        default="config.toml",
-        show_default=True,
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="The config file (or $NPS_SYNC_CONFIG).",
-    )(func)
 
 
 def _store(config_path: Path) -> Any:
@@ -39,7 +27,7 @@ def testimonials() -> None:
 
 
 @testimonials.command("export")
-@_config_option
+@config_option
 @click.option(
     "--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json", show_default=True
 )
@@ -63,7 +51,7 @@ def export_cmd(config_path: Path, fmt: ExportFormat, output: Path | None) -> Non
 
 
 @testimonials.command("list")
-@_config_option
+@config_option
 def list_cmd(config_path: Path) -> None:
     """Every testimonial with its consent time and, when withdrawn, the withdrawal time."""
     store = _store(config_path)
@@ -77,7 +65,7 @@ def list_cmd(config_path: Path) -> None:
 
 
 @testimonials.command("withdraw")
-@_config_option
+@config_option
 @click.argument("testimonial_id", type=int)
 def withdraw_cmd(config_path: Path, testimonial_id: int) -> None:
     """Withdraw consent for a testimonial on the person's behalf (they asked by email or phone):

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +45,15 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def afternoon_zone() -> str:
+    """A fixed-offset zone where it is 13:00–13:59 now, so any send window and SMS quiet hours allow
+    sending whenever a test or benchmark runs."""
+    offset = ((13 - datetime.now(timezone.utc).hour + 12) % 24) - 12
+    if offset == 0:
+        return "Etc/UTC"
+    return f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"  # POSIX signs are inverted
 
 
 @dataclass

@@ -7,7 +7,6 @@ import csv
 import re
 import shutil
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +17,12 @@ from sqlalchemy import func, select
 from nps_sync.store import schema
 from nps_sync.store.db import Store
 from tests.connectors.sandbox.fixtures import SandboxProbe
-from tests.e2e.daemon import DaemonProcess, free_port, wait_for, write_config
+from tests.e2e.daemon import DaemonProcess, afternoon_zone, free_port, wait_for, write_config
 from tests.harness import SEED_DIR, E2EChannel
 
 SCORE_LINE = re.compile(r"^(\d+)(?: \([^)]*\))?: (http\S+)$", re.M)
 FIRST_ACCOUNTS = ["A01", "A02", "A03", "A04", "A05"]
 LAST_ACCOUNTS = ["A06", "A07", "A08", "A09", "A10"]
-
-
-def afternoon_zone() -> str:
-    """A fixed-offset zone where it is 13:00–13:59 now, so SMS quiet hours allow sending."""
-    offset = ((13 - datetime.now(timezone.utc).hour + 12) % 24) - 12
-    if offset == 0:
-        return "Etc/UTC"
-    return f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"  # POSIX signs are inverted
 
 
 def seed_in_zone(folder: Path, zone: str) -> Path:
