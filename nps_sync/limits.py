@@ -26,6 +26,8 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("nps_sync.limits")
+#: An oversized body up to this many times the limit is read and dropped before the 413.
+DRAIN_FACTOR = 4
 
 #: Never limited: monitoring must see an overloaded daemon.
 EXEMPT = ("/healthz", "/metrics")
@@ -111,6 +113,10 @@ class Limits:
         if length is not None and (not length.isdigit() or int(length) > limit):
             status = 413 if length.isdigit() else 400
             log.info("limits.body_refused", ip=ip, path=scope["path"], content_length=length[:40])
+            if status == 413 and int(length) <= DRAIN_FACTOR * limit:
+                # Read (and drop) a modestly oversized body, so the client gets the 413 instead of a
+                # connection reset while it is still sending; a huge one is not worth reading.
+                await _drain(receive, DRAIN_FACTOR * limit)
             await _reply(send, status, "request body too large\n" if status == 413 else "bad request\n")
             return
         body, more = bytearray(), True
@@ -122,9 +128,22 @@ class Limits:
             more = bool(message.get("more_body"))
             if len(body) > limit:
                 log.info("limits.body_refused", ip=ip, path=scope["path"], read=len(body))
+                if more:
+                    await _drain(receive, DRAIN_FACTOR * limit - len(body))
                 await _reply(send, 413, "request body too large\n", {"connection": "close"})
                 return
         await self.app(scope, _replay(bytes(body), receive), send)
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of a request body, at most ``budget`` bytes."""
+    more = True
+    while more and budget > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        budget -= len(message.get("body", b""))
+        more = bool(message.get("more_body"))
 
 
 def client_ip(scope: Scope, trusted: Sequence[Network]) -> str:
