@@ -99,7 +99,9 @@ def settle(cluster: Cluster, store: Store, contacts: int) -> dict[str, int]:
         states = sends_by_state(store)
         return states if not any(states.get(s) for s in NON_TERMINAL) else None
 
-    return wait_for(quiet, timeout=120, interval=0.5, what=f"every send terminal:\n{cluster.logs()}")
+    # The full-size run (10,000 sends) needs far longer to settle than the short one.
+    settle = 900 if FULL else 120
+    return wait_for(quiet, timeout=settle, interval=0.5, what=f"every send terminal:\n{cluster.logs()}")
 
 
 def events(cluster: Cluster, name: str) -> list[dict[str, Any]]:
