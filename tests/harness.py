@@ -11,11 +11,16 @@ contacts), mapped to the vendor's objects, so the same assertions hold everywher
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
+
+import uvicorn
 
 from nps_sync.abc import CRM
 
@@ -118,3 +123,40 @@ class E2EChannel:
     config_toml: str
     probe: ChannelProbe
     env: Mapping[str, str] = field(default_factory=dict)
+
+
+class Server:
+    """The daemon's web app for a Runtime, served by a real uvicorn on 127.0.0.1 in a thread, the way
+    the daemon serves it (``proxy_headers=False``: the app sees the TCP peer)."""
+
+    def __init__(self, rt: Any) -> None:
+        from nps_sync.web import create_app
+
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(
+            create_app(rt),
+            interface="asgi3",
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            proxy_headers=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def start(self) -> Server:
+        self._thread.start()
+        for _ in range(1000):
+            if self._server.started:
+                return self
+            time.sleep(0.01)
+        raise RuntimeError("uvicorn did not start within 10 s")
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self._sock.close()

@@ -4,9 +4,6 @@ database, the shipped playbooks, and time driven by time-machine (the queue and 
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -18,13 +15,12 @@ import httpx
 import pytest
 import structlog
 import time_machine
-import uvicorn
 from sqlalchemy import select
 
 from nps_sync import config as config_mod
 from nps_sync.runtime import Runtime
 from nps_sync.store import schema
-from nps_sync.web import create_app
+from tests.harness import Server
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "playbooks"
@@ -65,35 +61,6 @@ def build_config(tmp_path: Path, playbooks: str = str(SHIPPED / "*.toml"), **tes
 
 def path_of(url: str) -> str:
     return urlsplit(url).path
-
-
-class Server:
-    """The daemon's web app served by a real uvicorn on 127.0.0.1 in a thread."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self._sock = socket.socket()
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            create_app(rt), interface="asgi3", log_level="warning", lifespan="off", access_log=False
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def start(self) -> Server:
-        self._thread.start()
-        for _ in range(1000):
-            if self._server.started:
-                return self
-            time.sleep(0.01)
-        raise RuntimeError("uvicorn did not start within 10 s")
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
-        self._sock.close()
 
 
 @dataclass
