@@ -103,7 +103,7 @@ def run_wave(emu: Emulators, crm: str, channel: str, n: int, *, accounts: int | 
         last_post = max(posted.values())
         result.responses = len(posted)
         writeback_due = and_(
-            schema.jobs.c.kind.in_(("writeback", "playbook_step")),
+            schema.jobs.c.kind.in_(("writeback", "account_rollup", "playbook_step")),
             schema.jobs.c.state.in_(("queued", "running")),
             schema.jobs.c.run_at <= datetime.now(timezone.utc),
         )

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -134,6 +135,10 @@ class DaemonConfig(Frozen):
     survey_link_max_age: Duration = timedelta(days=60)
     unsubscribe_link_max_age: Duration = timedelta(days=400)
     account_window: Duration = timedelta(days=365)
+    #: Account roll-ups are written once answers have paused this long …
+    account_rollup_quiet: Duration = timedelta(seconds=2)
+    #: … or at the latest this long after an account first needed one (a steady stream of answers).
+    account_rollup_max_delay: Duration = timedelta(minutes=10)
     business_calendar: BusinessCalendarConfig = BusinessCalendarConfig()
     limits: LimitsConfig = LimitsConfig()
 
@@ -151,6 +156,22 @@ class DaemonConfig(Frozen):
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"expected HOST:PORT such as '127.0.0.1:8080', got: {value!r}")
         return value
+
+    @field_validator("account_rollup_quiet", "account_rollup_max_delay")
+    @classmethod
+    def _positive_delay(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError(f"{info.field_name} must be positive, got: {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _quiet_within_max_delay(self) -> DaemonConfig:
+        if self.account_rollup_quiet > self.account_rollup_max_delay:
+            raise ValueError(
+                "account_rollup_quiet must not exceed account_rollup_max_delay, got: "
+                f"{self.account_rollup_quiet} > {self.account_rollup_max_delay}"
+            )
+        return self
 
     @property
     def listen_host(self) -> str:

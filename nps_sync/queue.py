@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,19 @@ Handler = Callable[[Sequence[Mapping[str, Any]]], None]
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 #: Jobs that may run for hours keep their claim that long before another worker may take them over.
 LONG_LEASES = {"wave": timedelta(hours=6)}
+
+
+@dataclass(frozen=True)
+class Linger:
+    """How a kind's partial batch waits for more jobs, so a stream of answers costs one batched CRM
+    call per full batch rather than one per few jobs. The batch runs as soon as it is full, when no
+    job of the kind has come due or been touched for ``quiet`` (the burst ended), or when its oldest
+    due job has waited ``longest``. While jobs of a kind in ``after`` are due or running the quiet
+    gap does not count: that work is about to add or touch jobs of this kind."""
+
+    quiet: timedelta
+    longest: timedelta
+    after: tuple[str, ...] = ()
 
 
 def enqueue(
@@ -59,6 +73,48 @@ def enqueue(
     return store.insert_ignore(conn, schema.jobs, values, "dedupe_key")
 
 
+def enqueue_coalesced(
+    store: Store, conn: Connection, kind: str, payloads: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """One queued job of ``kind`` per dedupe key (the keys of ``payloads``), in the caller's
+    transaction: a key already queued is touched instead (see ``JobQueue.coalesce``)."""
+    if not payloads:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "kind": kind,
+            "payload": dict(payload),
+            "dedupe_key": key,
+            "state": "queued",
+            "run_at": now,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for key, payload in payloads.items()
+    ]
+    store.insert_ignore_many(conn, schema.jobs, rows, "dedupe_key")
+    touch(conn, kind, list(payloads))
+
+
+def _aware(moment: datetime, now: datetime) -> datetime:
+    """SQLite returns naive UTC timestamps."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=now.tzinfo)
+
+
+def touch(conn: Connection, kind: str, dedupe_keys: Sequence[str]) -> None:
+    """Mark queued jobs of ``kind`` with these keys as just asked for again (``Linger.quiet`` counts
+    from the latest touch), without moving their due time."""
+    if dedupe_keys:
+        jobs = schema.jobs
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.kind == kind, jobs.c.state == "queued", jobs.c.dedupe_key.in_(list(dedupe_keys)))
+            .values(updated_at=utcnow())
+        )
+
+
 class JobQueue:
     """Claims and runs jobs. ``handlers`` maps a kind to a function taking a batch of payloads."""
 
@@ -71,14 +127,18 @@ class JobQueue:
         lease: timedelta = timedelta(minutes=10),
         max_attempts: int = 8,
         worker_id: str = WORKER_ID,
-        lingers: Mapping[str, timedelta] | None = None,
+        lingers: Mapping[str, Linger] | None = None,
+        coalesce: Collection[str] = (),
     ) -> None:
         self.store = store
         self.handlers = dict(handlers)
         self.batch_sizes = dict(batch_sizes or {})
-        #: A kind with a linger waits (up to that long after its oldest due job) for a full batch:
-        #: a burst of answers then costs one batched CRM call per batch, not one per few jobs.
+        #: Kinds whose partial batch waits for more jobs (``Linger``); ``drain()`` never waits.
         self.lingers = dict(lingers or {})
+        #: Kinds whose dedupe key only merges *queued* jobs: claiming a job frees its key, so work
+        #: enqueued while the job runs is queued again instead of dropped (handlers recompute from
+        #: the store, so one queued job per key stands for every request made since the last run).
+        self.coalesce = frozenset(coalesce)
         self.lease = lease
         self.max_attempts = max_attempts
         self.worker_id = worker_id
@@ -96,7 +156,7 @@ class JobQueue:
         self, kind: str | None = None, limit: int = 50, *, linger: bool = True
     ) -> list[tuple[int, str, dict[str, Any], int]]:
         """Claim due jobs (one kind at a time); returns ``(id, kind, payload, attempts)``.
-        With ``linger`` a kind whose batch is not full waits out its linger (``lingers``)."""
+        With ``linger`` a kind whose batch is not full waits as its ``Linger`` says."""
         now = utcnow()
         jobs = schema.jobs
         due = and_(
@@ -131,6 +191,7 @@ class JobQueue:
             rows = conn.execute(query).all()
             if not rows:
                 return []
+            freed = {"dedupe_key": None} if kind in self.coalesce else {}
             conn.execute(
                 update(jobs)
                 .where(jobs.c.id.in_([r.id for r in rows]))
@@ -140,25 +201,50 @@ class JobQueue:
                     locked_at=now,
                     attempts=jobs.c.attempts + 1,
                     updated_at=now,
+                    **freed,
                 )
             )
         return [(r.id, r.kind, dict(r.payload), r.attempts + 1) for r in rows]
 
     def _ready_kind(self, conn: Connection, due: Any, now: datetime) -> str | None:
-        """The kind with the oldest due job among those whose batch is full or has lingered enough."""
+        """The kind with the oldest due job among those ready to run (see ``Linger``). One grouped
+        query over the due jobs (``ix_jobs_state_run_at`` keeps done jobs out of it), plus a
+        one-row probe for running jobs of the kinds a quiet gap waits ``after``."""
         jobs = schema.jobs
         rows = conn.execute(
-            select(jobs.c.kind, func.min(jobs.c.run_at).label("oldest"), func.count().label("n"))
+            select(
+                jobs.c.kind,
+                func.min(jobs.c.run_at).label("oldest"),
+                func.max(jobs.c.run_at).label("newest"),
+                func.max(jobs.c.updated_at).label("touched"),
+                func.count().label("n"),
+            )
             .where(due)
             .group_by(jobs.c.kind)
             .order_by(func.min(jobs.c.run_at))
         ).all()
+        pending = {str(row.kind) for row in rows}
         for row in rows:
-            wait = self.lingers.get(row.kind)
-            oldest = row.oldest if row.oldest.tzinfo else row.oldest.replace(tzinfo=now.tzinfo)
-            if wait is None or row.n >= self.batch_sizes.get(row.kind, 1) or oldest <= now - wait:
-                return str(row.kind)
+            kind = str(row.kind)
+            linger = self.lingers.get(kind)
+            if linger is None or row.n >= self.batch_sizes.get(kind, 1):
+                return kind
+            if _aware(row.oldest, now) <= now - linger.longest:
+                return kind
+            last = max(_aware(row.newest, now), _aware(row.touched, now))
+            if last <= now - linger.quiet and not self._busy(conn, linger.after, pending):
+                return kind
         return None
+
+    def _busy(self, conn: Connection, kinds: Sequence[str], pending: set[str]) -> bool:
+        """Whether a job of ``kinds`` is due or running."""
+        if not kinds:
+            return False
+        if pending.intersection(kinds):
+            return True
+        jobs = schema.jobs
+        running = select(jobs.c.id).where(jobs.c.state == "running", jobs.c.kind.in_(list(kinds))).limit(1)
+        return conn.execute(running).first() is not None
 
     def release_abandoned(self, worker_ids: Sequence[str] | None = None) -> int:
         """Jobs a dead worker was running go back to the queue at once instead of waiting out their

@@ -25,7 +25,7 @@ from nps_sync.playbooks import (
     load_playbooks,
 )
 from nps_sync.playbooks.review_gating import check_review_gating
-from nps_sync.queue import JobQueue
+from nps_sync.queue import JobQueue, Linger
 from nps_sync.render import Renderer, check_texts, choose_language
 from nps_sync.responses import RecordedResponse, Responses
 from nps_sync.secrets import Secrets
@@ -37,11 +37,19 @@ from nps_sync.testimonials import NOTE_JOB, Testimonials
 from nps_sync.timezones import normalize_email, normalize_phone, resolve_zone
 from nps_sync.tokens import Tokens, load_keys
 from nps_sync.waves import WaveSummary, run_wave, schedule_followups, wave_id_for
-from nps_sync.writeback import WriteBack
+from nps_sync.writeback import ROLLUP_JOB, WriteBack
 
 log = structlog.get_logger("nps_sync.runtime")
 
-LINGER = timedelta(seconds=1)
+#: A partial batch of answers' work waits for more unless answers paused this long (the burst ended).
+QUIET = timedelta(seconds=0.5)
+#: Write-back latency is no target: wait long enough for full CRM batches at 100 answers a second.
+WRITEBACK_LINGER = Linger(quiet=QUIET, longest=timedelta(seconds=3))
+#: Answer → task should stay near two seconds: at 100 answers a second a Salesforce batch then holds
+#: about 150 tasks, not the 200 a Collection takes (full batches and a 2 s p99 conflict there).
+STEP_LINGER = Linger(quiet=QUIET, longest=timedelta(seconds=1.5))
+#: Account roll-ups recomputed at once, one job per account, up to this many accounts.
+ROLLUP_BATCH = 2000
 
 
 def calendar_for(config: Config) -> BusinessCalendar:
@@ -114,25 +122,38 @@ class Runtime:
             ),
         )
         self.writeback = WriteBack(self.store, self.crm, account_window=config.daemon.account_window)
+        # Records per batched CRM write: Salesforce Collections take 200, HubSpot's batch APIs 100.
+        crm_batch = int(getattr(self.crm, "batch_size", 200))
         self.queue = JobQueue(
             self.store,
             {
                 "writeback": self.writeback.handle,
+                ROLLUP_JOB: self.writeback.rollup,
                 "crm_opt_out": self.writeback.opt_out,
                 "playbook_step": self.engine.run_steps,
                 "wave": self._wave_job,
                 NOTE_JOB: self.testimonials.handle_notes,
             },
             batch_sizes={
-                "writeback": 200,
+                "writeback": crm_batch,
+                ROLLUP_JOB: ROLLUP_BATCH,
                 "crm_opt_out": 200,
-                "playbook_step": 100,
+                "playbook_step": crm_batch,
                 "wave": 1,
                 NOTE_JOB: 50,
             },
-            # Answers arrive one by one; waiting up to a second for a full batch turns a burst into
-            # one CRM call per 100–200 answers while keeping answer → task within about two seconds.
-            lingers={"writeback": LINGER, "playbook_step": LINGER},
+            # Answers arrive one by one: waiting for a full batch turns a stream into one CRM call per
+            # 100–200 answers; roll-ups wait for answers to pause, so each account is written once.
+            lingers={
+                "writeback": WRITEBACK_LINGER,
+                "playbook_step": STEP_LINGER,
+                ROLLUP_JOB: Linger(
+                    quiet=config.daemon.account_rollup_quiet,
+                    longest=config.daemon.account_rollup_max_delay,
+                    after=("writeback",),
+                ),
+            },
+            coalesce={ROLLUP_JOB},
         )
         self.sender = Sender(self.store, config, self.channels, self.renderer)
 

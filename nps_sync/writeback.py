@@ -1,7 +1,10 @@
 """Write results back to the CRM: the contact's NPS fields and the account roll-up.
 
 Jobs of kind ``writeback`` are claimed in batches, so a burst of responses becomes one batched CRM
-call per kind instead of one call per response. Field writes are idempotent, so a retried job is safe.
+call per kind instead of one call per response. Each batch then asks for the roll-up of its accounts
+through one coalesced ``account_rollup`` job per account: those run once answers pause (or after a
+maximum delay), so a stream of answers writes each account once, not once per batch of answers.
+Field writes are idempotent, so a retried job is safe.
 
 Account NPS = %promoters − %detractors over each contact's latest response within the window.
 """
@@ -19,10 +22,14 @@ from nps_sync.abc import CRM
 from nps_sync.errors import ConnectorUnavailable
 from nps_sync.faults import crash_point
 from nps_sync.models import AccountUpdate, ContactUpdate
+from nps_sync.queue import enqueue_coalesced
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
 
 log = structlog.get_logger("nps_sync.writeback")
+
+#: The job kind of an account roll-up; one queued job per account (its dedupe key).
+ROLLUP_JOB = "account_rollup"
 
 
 def account_rollup(store: Store, account_ids: Sequence[str], window: timedelta) -> list[AccountUpdate]:
@@ -38,9 +45,12 @@ def account_rollup(store: Store, account_ids: Sequence[str], window: timedelta) 
     latest: dict[tuple[str, str], str] = {}
     for row in rows:
         latest.setdefault((row.account_id, row.contact_id), row.category)
+    by_account: dict[str, list[str]] = {}
+    for (account_id, _), category in latest.items():
+        by_account.setdefault(account_id, []).append(category)
     updates = []
     for account_id in account_ids:
-        cats = [c for (a, _), c in latest.items() if a == account_id]
+        cats = by_account.get(account_id, [])
         n = len(cats)
         p, d = cats.count("promoter"), cats.count("detractor")
         updates.append(
@@ -56,6 +66,10 @@ def account_rollup(store: Store, account_ids: Sequence[str], window: timedelta) 
     return updates
 
 
+def rollup_key(account_id: str) -> str:
+    return f"{ROLLUP_JOB}:{account_id}"
+
+
 class WriteBack:
     def __init__(self, store: Store, crm: CRM, *, account_window: timedelta) -> None:
         self.store = store
@@ -63,7 +77,8 @@ class WriteBack:
         self.account_window = account_window
 
     def handle(self, payloads: Sequence[Mapping[str, Any]]) -> None:
-        """Job handler for ``writeback``: a batch of ``{contact_id, account_id}``."""
+        """Job handler for ``writeback``: a batch of ``{contact_id, account_id}``. Writes the contacts
+        and queues (or touches) one ``account_rollup`` job per account."""
         contact_ids = sorted({p["contact_id"] for p in payloads})
         account_ids = sorted({p["account_id"] for p in payloads if p.get("account_id")})
         updates = self.contact_updates(contact_ids)
@@ -77,23 +92,28 @@ class WriteBack:
                 reason=failure.reason,
                 transient=failure.transient,
             )
-        accounts = (
-            self.crm.update_accounts(account_rollup(self.store, account_ids, self.account_window))
-            if account_ids
-            else None
-        )
-        if accounts is not None:
-            for failure in accounts.failed:
-                log.warning("writeback.account_failed", account_id=failure.record_id, reason=failure.reason)
-                if failure.transient:
-                    transient.append(failure)
-        log.info(
-            "writeback.done",
-            contacts=len(result.succeeded),
-            accounts=len(accounts.succeeded) if accounts else 0,
-        )
+        if account_ids:
+            with self.store.begin() as conn:
+                enqueue_coalesced(
+                    self.store, conn, ROLLUP_JOB, {rollup_key(a): {"account_id": a} for a in account_ids}
+                )
+        log.info("writeback.done", contacts=len(result.succeeded), accounts_queued=len(account_ids))
         if transient:
             raise ConnectorUnavailable(f"{len(transient)} records failed transiently; retrying the batch")
+
+    def rollup(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Job handler for ``account_rollup``: one roll-up per distinct account of the batch, computed
+        from the store now (so it covers every answer recorded so far) and written in batched calls."""
+        account_ids = sorted({p["account_id"] for p in payloads})
+        result = self.crm.update_accounts(account_rollup(self.store, account_ids, self.account_window))
+        transient = []
+        for failure in result.failed:
+            log.warning("writeback.account_failed", account_id=failure.record_id, reason=failure.reason)
+            if failure.transient:
+                transient.append(failure)
+        log.info("writeback.accounts_done", accounts=len(result.succeeded), jobs=len(payloads))
+        if transient:
+            raise ConnectorUnavailable(f"{len(transient)} accounts failed transiently; retrying the batch")
 
     def contact_updates(self, contact_ids: Sequence[str]) -> list[ContactUpdate]:
         resp, sends = schema.responses, schema.sends

@@ -44,7 +44,7 @@ from .mapping import (
     HUBSPOT_EMAIL_OPT_OUT,
     MEMBERSHIP_PAGE_LIMIT,
     OBJECT_ID,
-    PROPERTY_CACHE_SECONDS,
+    PROPERTY_RECHECK_SECONDS,
     SEARCH_RESULT_CAP,
     TASK_KEY_SPEC,
     Company,
@@ -73,11 +73,14 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
 
 class HubSpotCrm:
     name = "hubspot"
+    #: Records per batched write (the core sizes its write-back and task batches to it).
+    batch_size = BATCH_LIMIT
 
     def __init__(self, options: HubSpotOptions, ctx: ConnectorContext, client: HubSpotClient) -> None:
         self.options = options
         self.ctx = ctx
         self.client = client
+        #: Object type → (when read, property definitions); kept for the process (see ``_property_info``).
         self._props: dict[str, tuple[float, dict[str, PropertyInfo]]] = {}
         self._owners: tuple[float, list[dict[str, Any]]] | None = None
         self.tasks = HubSpotTasks(client, options, ctx.time_zone)
@@ -252,14 +255,23 @@ class HubSpotCrm:
     # -- writing ------------------------------------------------------------------------------
 
     def _property_info(self, object_type: str) -> dict[str, PropertyInfo]:
-        """Property definitions, read again after ``PROPERTY_CACHE_SECONDS`` (a setup or an option
-        added in HubSpot is seen without a restart)."""
-        now = time.monotonic()
+        """Property definitions, read once and kept for the process: they change only when someone
+        edits properties in HubSpot, which ``_recheck`` notices."""
         cached = self._props.get(object_type)
-        if cached is None or now - cached[0] >= PROPERTY_CACHE_SECONDS:
-            cached = (now, self.client.properties(object_type))
+        if cached is None:
+            cached = (time.monotonic(), self.client.properties(object_type))
             self._props[object_type] = cached
         return cached[1]
+
+    def _recheck(self, object_type: str) -> dict[str, PropertyInfo]:
+        """The definitions again after a write named a property or option the kept list lacks (a
+        ``setup``, or an option added in HubSpot, is seen without a restart); at most once per
+        ``PROPERTY_RECHECK_SECONDS``, so a property that is missing for good costs no call per batch."""
+        cached = self._props.get(object_type)
+        if cached is not None and time.monotonic() - cached[0] < PROPERTY_RECHECK_SECONDS:
+            return cached[1]
+        self._props.pop(object_type, None)
+        return self._property_info(object_type)
 
     def _prepare(
         self, object_type: str, record_id: str, values: Mapping[str, Value]
@@ -272,7 +284,11 @@ class HubSpotCrm:
         for name, value in values.items():
             if isinstance(value, enum.Enum):
                 value = value.value
+            text = to_value(value)
             prop = info.get(name)
+            if prop is None or _unknown_option(prop, text):
+                info = self._recheck(object_type)
+                prop = info.get(name)
             if prop is None:
                 return None, f"{object_type} property {name!r} does not exist in HubSpot; {SETUP_HINT}"
             if prop.read_only:
@@ -280,8 +296,7 @@ class HubSpotCrm:
                     None,
                     f"{object_type} property {name!r} is read-only in HubSpot (value {value!r} not written)",
                 )
-            text = to_value(value)
-            if prop.type == "enumeration" and text and prop.options and text not in prop.options:
+            if _unknown_option(prop, text):
                 return None, (
                     f"{object_type} property {name!r}: {text!r} is not one of its options "
                     f"({', '.join(sorted(prop.options))})"
@@ -294,6 +309,9 @@ class HubSpotCrm:
         ok, errors = self.client.batch_update(object_type, inputs)
         if not errors:
             return BatchResult(succeeded=tuple(ok))
+        if any(MISSING_PROPERTY in e.message for e in errors):
+            # Our kept definitions are out of date (a property was deleted): read them before the next write.
+            self._props.pop(object_type, None)
         sent = [record_id for record_id, _ in inputs]
         blamed = {i for e in errors for i in e.ids if i in sent}
         message = {i: e.message for e in errors for i in e.ids}
@@ -432,6 +450,14 @@ class HubSpotCrm:
 
     def close(self) -> None:
         self.client.close()
+
+
+#: HubSpot's error code for a write naming a property the portal does not have.
+MISSING_PROPERTY = "PROPERTY_DOESNT_EXIST"
+
+
+def _unknown_option(prop: PropertyInfo, text: str) -> bool:
+    return prop.type == "enumeration" and bool(text) and bool(prop.options) and text not in prop.options
 
 
 def _api_filter(f: SearchFilter) -> dict[str, Any]:

@@ -27,7 +27,9 @@ MAX_FILTERS_PER_GROUP = 6
 MAX_FILTERS_TOTAL = 18
 OWNERS_PAGE_LIMIT = 100
 IN_VALUES_LIMIT = 100  # values of one IN filter we send per search
-PROPERTY_CACHE_SECONDS = 600.0  # property definitions (types, options) are read again after this
+#: Property definitions are kept for the process; a write naming a property (or option) the kept list
+#: lacks reads it again, at most this often (a property missing for good costs no call per batch).
+PROPERTY_RECHECK_SECONDS = 600.0
 
 ASSOC_TASK_TO_CONTACT = 204
 ASSOC_TASK_TO_COMPANY = 192

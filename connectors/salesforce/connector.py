@@ -4,6 +4,7 @@ Collections (or a Bulk ingest job), tasks created at most once by our key."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
@@ -69,12 +70,18 @@ def _budget_chunks(values: Sequence[str]) -> Iterator[list[str]]:
 
 class SalesforceCRM:
     name = NAME
+    #: Records per batched write (the core sizes its write-back and task batches to it).
+    batch_size = mapping.COLLECTION_SIZE
 
     def __init__(self, options: SalesforceOptions, ctx: ConnectorContext) -> None:
         self.options = options
         overrides = ctx.overrides or {}
         self._secrets = ctx.secrets
         self.client = SalesforceClient(options, ctx.secrets, session=overrides.get("session"))
+        #: Users already read, by the id asked for: (when read, the user), for ``owner_cache_seconds``.
+        self._users: dict[str, tuple[float, Owner]] = {}
+        #: ``find_owner`` answers that found someone, by query text, kept as long.
+        self._found: dict[str, tuple[float, Owner]] = {}
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -151,16 +158,48 @@ class SalesforceCRM:
             for r in records
         ]
 
+    def _fresh(self, cache: Mapping[str, tuple[float, Owner]], key: str, now: float) -> Owner | None:
+        hit = cache.get(key)
+        return hit[1] if hit is not None and now - hit[0] < self.options.owner_cache_seconds else None
+
     def get_owners(self, ids: Sequence[str]) -> dict[str, Owner]:
+        """Users by id: those read within ``owner_cache_seconds`` from memory, the rest (an id never
+        seen, or one Salesforce did not know last time) in ⌈n/200⌉ queries."""
+        now = time.monotonic()
         owners: dict[str, Owner] = {}
-        for chunk in mapping.chunks(_valid_ids(ids), mapping.COLLECTION_SIZE):
-            owners.update((o.id, o) for o in self._owners(f"Id IN {mapping.in_list(chunk)}"))
+        missing: list[str] = []
+        for owner_id in _valid_ids(ids):
+            owner = self._fresh(self._users, owner_id, now)
+            if owner is None:
+                missing.append(owner_id)
+            else:
+                owners[owner.id] = owner
+        for chunk in mapping.chunks(missing, mapping.COLLECTION_SIZE):
+            found = self._owners(f"Id IN {mapping.in_list(chunk)}")
+            for owner in found:
+                owners[owner.id] = owner
+                self._users[owner.id] = (now, owner)
+            for asked in chunk:  # a 15-character id is answered with its 18-character form
+                match = next((o for o in found if o.id[:15] == asked[:15]), None)
+                if match is not None:
+                    self._users[asked] = (now, match)
         return owners
 
     def find_owner(self, query: str) -> Owner | None:
         text = query.strip()
         if not text:
             return None
+        now = time.monotonic()
+        cached = self._fresh(self._found, text.lower(), now)
+        if cached is not None:
+            return cached
+        owner = self._find_owner(text)
+        if owner is not None:  # not found is asked again: the user may be created meanwhile
+            self._found[text.lower()] = (now, owner)
+            self._users[owner.id] = (now, owner)
+        return owner
+
+    def _find_owner(self, text: str) -> Owner | None:
         literal = mapping.quote(text)
         matches = self._owners(f"IsActive = true AND (Username = {literal} OR Email = {literal})")
         by_username = [o for o in matches if (o.username or "").lower() == text.lower()]

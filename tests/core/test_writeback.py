@@ -1,4 +1,5 @@
-"""Write-back to the CRM: batched calls, the account roll-up, and retry of transient failures.
+"""Write-back to the CRM: batched calls, the account roll-up (coalesced: written once answers pause,
+or after a maximum delay), and retry of transient failures.
 
 The CRM is the real sandbox behind a counting wrapper (the far side of the ``CRM`` interface)."""
 
@@ -14,15 +15,18 @@ import pytest
 import time_machine
 from structlog.testing import capture_logs
 
+from nps_sync import config as config_mod
 from nps_sync.abc import CRM
+from nps_sync.errors import ConfigError
 from nps_sync.models import AccountUpdate, BatchResult, ContactUpdate, RecordFailure
 from nps_sync.queue import JobQueue, enqueue
 from nps_sync.runtime import Runtime
 from nps_sync.store.db import Store, utcnow
-from nps_sync.writeback import WriteBack, account_rollup
+from nps_sync.writeback import ROLLUP_JOB, WriteBack, account_rollup
 from tests.connectors.sandbox.fixtures import SandboxProbe
 from tests.core.test_sending import (  # noqa: F401 - the *_fixture names are fixtures
     add_send,
+    config_data,
     core_store_fixture,
     jobs,
     make_runtime,
@@ -98,12 +102,15 @@ def rt(tmp_path: Path, core_store: Store) -> Iterator[Runtime]:
 
 
 def counting_queue(rt: Runtime) -> tuple[JobQueue, CountingCrm]:
+    """The runtime's queue settings (batch sizes, lingers, coalescing) around a counting CRM."""
     crm = CountingCrm(rt.crm)
     writeback = WriteBack(rt.store, crm, account_window=rt.config.daemon.account_window)
     queue = JobQueue(
         rt.store,
-        {"writeback": writeback.handle, "crm_opt_out": writeback.opt_out},
-        batch_sizes={"writeback": 200, "crm_opt_out": 200},
+        {"writeback": writeback.handle, ROLLUP_JOB: writeback.rollup, "crm_opt_out": writeback.opt_out},
+        batch_sizes=rt.queue.batch_sizes,
+        lingers=rt.queue.lingers,
+        coalesce=rt.queue.coalesce,
     )
     return queue, crm
 
@@ -121,15 +128,16 @@ def test_200_responses_become_one_contacts_call_and_one_accounts_call(rt: Runtim
     assert 200 == len(jobs(rt.store, "writeback"))
     queue, crm = counting_queue(rt)
 
-    assert 200 == queue.run_once()
-    assert 0 == queue.run_once()
+    assert 200 == queue.run_once()  # a full batch runs without lingering
+    assert ([200], []) == ([len(call) for call in crm.contact_calls], crm.account_calls)
+    assert 10 == queue.run_once(linger=False)  # one roll-up job per account
+    assert 0 == queue.run_once(linger=False)
 
-    assert [200] == [len(call) for call in crm.contact_calls]
     assert sorted(contacts) == sorted(u.contact_id for u in crm.contact_calls[0])
     assert [[f"A{a:02d}" for a in range(1, 11)]] == [
         [u.account_id for u in call] for call in crm.account_calls
     ]
-    assert {"done"} == {j["state"] for j in jobs(rt.store, "writeback")}
+    assert {"done"} == {j["state"] for j in jobs(rt.store)}
     probe = SandboxProbe(rt.store)
     assert ("7", "passive", "comment 194") == tuple(
         probe.contact_value("C0195", k) for k in ("score", "category", "comment")
@@ -159,7 +167,7 @@ def test_account_nps_counts_each_contacts_latest_response_within_the_window(rt: 
     ] == rollup
 
     queue, _ = counting_queue(rt)
-    queue.run_once()
+    assert 11 == queue.drain()  # 9 write-backs, then the roll-ups of A01 and A02
     probe = SandboxProbe(rt.store)
     assert [("66.7", "3"), ("-25.0", "4")] == [
         (probe.account_value(a, "nps"), probe.account_value(a, "responses")) for a in ("A01", "A02")
@@ -171,15 +179,15 @@ def test_a_transient_record_failure_retries_the_job_later(rt: Runtime) -> None:
     queue, crm = counting_queue(rt)
     crm.failing["C0001"] = RecordFailure("C0001", "UNABLE_TO_LOCK_ROW", transient=True)
 
-    assert 1 == queue.run_once()
+    assert 1 == queue.run_once("writeback")
     [job] = jobs(rt.store, "writeback")
     assert ("queued", 1) == (job["state"], job["attempts"])
     assert "ConnectorUnavailable" in job["last_error"]
-    assert 0 == queue.run_once()  # backing off
+    assert 0 == queue.run_once("writeback")  # backing off
 
     crm.failing.clear()
     with time_machine.travel(utcnow() + timedelta(minutes=1)):
-        assert 1 == queue.run_once()
+        assert 1 == queue.run_once("writeback")
     [job] = jobs(rt.store, "writeback")
     assert ("done", 2) == (job["state"], job["attempts"])
     assert 2 == len(crm.contact_calls)
@@ -193,7 +201,7 @@ def test_a_permanent_record_failure_is_logged_and_not_retried(rt: Runtime) -> No
     crm.failing["C0001"] = RecordFailure("C0001", "FIELD_CUSTOM_VALIDATION_EXCEPTION")
 
     with capture_logs() as logs:
-        assert 2 == queue.run_once()
+        assert 2 == queue.run_once("writeback")
     assert [{"contact_id": "C0001", "reason": "FIELD_CUSTOM_VALIDATION_EXCEPTION", "transient": False}] == [
         {k: e[k] for k in ("contact_id", "reason", "transient")}
         for e in logs
@@ -201,7 +209,7 @@ def test_a_permanent_record_failure_is_logged_and_not_retried(rt: Runtime) -> No
     ]
     assert {"done"} == {j["state"] for j in jobs(rt.store, "writeback")}
     with time_machine.travel(utcnow() + timedelta(hours=1)):
-        assert 0 == queue.run_once()
+        assert 0 == queue.run_once("writeback")
     assert 1 == len(crm.contact_calls)
     assert "9" == SandboxProbe(rt.store).contact_value("C0002", "score")
 
@@ -214,7 +222,7 @@ def test_opt_outs_are_mirrored_to_the_crm_and_a_refused_one_is_logged(rt: Runtim
     crm.failing["C0002"] = RecordFailure("C0002", "INVALID_FIELD_FOR_INSERT_UPDATE")
 
     with capture_logs() as logs:
-        assert 2 == queue.run_once()
+        assert 2 == queue.run_once(linger=False)
 
     probe = SandboxProbe(rt.store)
     assert ("true", "false") == (
@@ -225,3 +233,80 @@ def test_opt_outs_are_mirrored_to_the_crm_and_a_refused_one_is_logged(rt: Runtim
         (e["contact_id"], e["reason"]) for e in logs if e["event"] == "writeback.opt_out_failed"
     ]
     assert [2] == [len(call) for call in crm.contact_calls]  # one batched call for both
+
+
+# --- account roll-ups: once answers pause, or after the maximum delay -----------------------------
+
+
+def test_write_backs_of_a_burst_share_one_account_roll_up_once_answers_pause(rt: Runtime) -> None:
+    """Two batches of answers (A01–A03, then A03–A05) cost two contacts calls but one accounts call,
+    made 2 s (``account_rollup_quiet``) after the last write-back asked for a roll-up."""
+    queue, crm = counting_queue(rt)
+    with time_machine.travel(utcnow(), tick=False) as clock:
+        for n in range(1, 51):
+            answer(rt, f"C{n:04d}", 10)
+        clock.shift(timedelta(seconds=0.5))  # answers paused for the write-back's quiet gap
+        assert 50 == queue.run_once()
+        for n in range(51, 101):
+            answer(rt, f"C{n:04d}", 0)
+        clock.shift(timedelta(seconds=0.5))
+        assert 50 == queue.run_once()
+        assert 5 == len(jobs(rt.store, ROLLUP_JOB))  # A03 was asked for twice: still one job
+        clock.shift(timedelta(seconds=1.9))
+        assert 0 == queue.run_once()
+        clock.shift(timedelta(seconds=0.1))
+        assert 5 == queue.run_once()
+    assert [50, 50] == [len(call) for call in crm.contact_calls]
+    assert [[f"A{a:02d}" for a in range(1, 6)]] == [[u.account_id for u in c] for c in crm.account_calls]
+    probe = SandboxProbe(rt.store)
+    assert [("100.0", "20"), ("0.0", "20"), ("-100.0", "20")] == [
+        (probe.account_value(a, "nps"), probe.account_value(a, "responses")) for a in ("A01", "A03", "A05")
+    ]
+
+
+def test_a_steady_stream_of_answers_writes_each_account_once_per_maximum_delay(
+    tmp_path: Path, core_store: Store
+) -> None:
+    seed = write_seed(tmp_path / "seed", accounts=2, per_account=100)
+    rt = make_runtime(
+        tmp_path,
+        core_store,
+        sandbox={"seed": str(seed)},
+        account_rollup_quiet="2s",
+        account_rollup_max_delay="1m",
+    )
+    queue, crm = counting_queue(rt)
+    written: list[int] = []  # the second of the stream each accounts call was made in
+    try:
+        with time_machine.travel(utcnow(), tick=False) as clock:
+            for second in range(90):  # an answer a second: each is written back on its own
+                answer(rt, f"C{second + 1:04d}", 9)
+                clock.shift(timedelta(seconds=0.6))
+                while queue.run_once():
+                    pass
+                clock.shift(timedelta(seconds=0.4))
+                written += [second] * (len(crm.account_calls) - len(written))
+            assert 90 == len(crm.contact_calls)
+            assert [60] == written  # the first roll-up job was queued at 0.6 s: due at 60.6 s
+            clock.shift(timedelta(seconds=2))  # the stream ends
+            assert 1 == queue.run_once()
+    finally:
+        rt.close()
+    assert [["A01"], ["A01"]] == [[u.account_id for u in call] for call in crm.account_calls]
+    assert "90" == SandboxProbe(rt.store).account_value("A01", "responses")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"account_rollup_quiet": "0s"},
+            "daemon.account_rollup_quiet: account_rollup_quiet must be positive",
+        ),
+        ({"account_rollup_max_delay": "soon"}, "daemon.account_rollup_max_delay: expected a duration"),
+        ({"account_rollup_quiet": "20m"}, "account_rollup_quiet must not exceed account_rollup_max_delay"),
+    ],
+)
+def test_bad_roll_up_delays_are_config_errors(options: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_mod.parse(config_data(**options), source=Path("config.toml"))

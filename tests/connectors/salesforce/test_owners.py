@@ -1,0 +1,80 @@
+"""Owners (Users) are kept for ``owner_cache_seconds``: a run that resolves owners for many playbook
+batches queries each user once; an id never seen is read on its own; a miss is asked again."""
+
+from __future__ import annotations
+
+from tests.connectors.salesforce.fixtures import MakeCrm, SalesforceProbe
+from tests.emulators.salesforce import SalesforceEmulator
+
+UNKNOWN = "005000000000999AAA"
+
+
+def test_owners_of_later_batches_come_from_the_cache(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm
+) -> None:
+    probe = SalesforceProbe(salesforce_emulator)
+    tom, sam = probe.owner_id("tom.becker@example.com"), probe.owner_id("sam.carter@example.com")
+    crm = make_salesforce_crm()
+
+    batches = [crm.get_owners([tom, sam]), crm.get_owners([tom]), crm.get_owners([sam, tom])]
+
+    assert [["Sam Carter", "Tom Becker"], ["Tom Becker"], ["Sam Carter", "Tom Becker"]] == [
+        sorted(o.name for o in b.values()) for b in batches
+    ]
+    assert sam == batches[2][tom].manager_id
+    assert {"token": 1, "query": 1} == salesforce_emulator.call_counts()
+
+
+def test_an_owner_never_seen_is_read_and_an_unknown_id_is_asked_again(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm
+) -> None:
+    probe = SalesforceProbe(salesforce_emulator)
+    tom = probe.owner_id("tom.becker@example.com")
+    crm = make_salesforce_crm()
+    crm.get_owners([tom])
+    newcomer = salesforce_emulator.org.insert(
+        "User",
+        {"FirstName": "Nora", "LastName": "New", "Email": "nora.new@example.com", "IsActive": True},
+    )
+
+    found = crm.get_owners([tom, newcomer, UNKNOWN])
+    assert {tom, newcomer} == set(found)
+    assert "Nora New" == found[newcomer].name
+    assert {newcomer} == set(crm.get_owners([newcomer, UNKNOWN]))
+    # tom once; then newcomer and the unknown id; then the unknown id alone (not remembered as missing)
+    assert {"token": 1, "query": 3} == salesforce_emulator.call_counts()
+
+
+def test_owners_are_read_again_after_owner_cache_seconds(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm
+) -> None:
+    probe = SalesforceProbe(salesforce_emulator)
+    tom = probe.owner_id("tom.becker@example.com")
+    crm = make_salesforce_crm(owner_cache_seconds=0)
+
+    assert "Tom Becker" == crm.get_owners([tom])[tom].name
+    salesforce_emulator.org.update("User", tom, {"LastName": "Becker-Braun"})
+    assert "Tom Becker-Braun" == crm.get_owners([tom])[tom].name
+    assert {"token": 1, "query": 2} == salesforce_emulator.call_counts()
+
+
+def test_find_owner_keeps_what_it_found_and_asks_again_for_what_it_did_not(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm
+) -> None:
+    probe = SalesforceProbe(salesforce_emulator)
+    tom = probe.owner_id("tom.becker@example.com")
+    crm = make_salesforce_crm()
+
+    found = [crm.find_owner(q) for q in ("tbecker@example.com", "TBecker@example.com", "tbecker@example.com")]
+    assert [tom] * 3 == [o.id if o else None for o in found]
+    assert {tom} == set(crm.get_owners([tom]))  # found by find_owner: already known
+    assert {"token": 1, "query": 1} == salesforce_emulator.call_counts()
+
+    assert crm.find_owner("nora.new@example.com") is None
+    salesforce_emulator.org.insert(
+        "User",
+        {"FirstName": "Nora", "LastName": "New", "Email": "nora.new@example.com", "IsActive": True},
+    )
+    found_later = crm.find_owner("nora.new@example.com")
+    assert found_later is not None and "Nora New" == found_later.name
+    assert {"token": 1, "query": 3} == salesforce_emulator.call_counts()
