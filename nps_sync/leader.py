@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, create_engine, delete, select, text, update
+from sqlalchemy import Connection, create_engine, delete, func, select, text, update
 from sqlalchemy.pool import NullPool
 
 from nps_sync.queue import WORKER_ID
@@ -105,24 +105,35 @@ class Replicas:
 def abandoned_claimers(
     store: Store, replicas: Replicas, *, startup: bool = False, now: datetime | None = None
 ) -> list[str]:
-    """Worker ids holding ``sending`` rows that nobody alive will ever finish.
+    """Worker ids holding ``sending`` rows or running jobs that nobody alive will ever finish.
 
     A claimer counts as dead when it has no fresh heartbeat and its claim is older than
     ``REPLICA_DEAD_AFTER`` (a one-shot CLI command has no heartbeat but may still be mid-call). At
     start-up our own id also counts: a previous process with the same host:pid is gone.
     """
     now = now or utcnow()
-    sends = schema.sends
+    sends, jobs = schema.sends, schema.jobs
+    claimers: dict[str, datetime | None] = {}
     with store.read() as conn:
-        claimers = {
-            r.claimed_by: r.oldest
-            for r in conn.execute(
-                select(sends.c.claimed_by, sends.c.claimed_at.label("oldest")).where(
-                    sends.c.state == "sending"
-                )
+        held = list(
+            conn.execute(
+                select(sends.c.claimed_by, func.min(sends.c.claimed_at))
+                .where(sends.c.state == "sending")
+                .group_by(sends.c.claimed_by)
             )
-            if r.claimed_by is not None
-        }
+        )
+        held += conn.execute(
+            select(jobs.c.locked_by, func.min(jobs.c.locked_at))
+            .where(jobs.c.state == "running")
+            .group_by(jobs.c.locked_by)
+        ).all()
+    for worker, oldest in held:
+        if worker is None:
+            continue
+        if oldest is not None and oldest.tzinfo is None:  # SQLite keeps UTC without the zone
+            oldest = oldest.replace(tzinfo=timezone.utc)
+        known = claimers.get(worker)
+        claimers[worker] = oldest if known is None or (oldest is not None and oldest < known) else known
     live = replicas.live(REPLICA_DEAD_AFTER, now) - ({replicas.id} if startup else set())
     dead = [
         worker

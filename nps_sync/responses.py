@@ -3,13 +3,19 @@
 A response is stored in one transaction together with its write-back job and its playbook runs, so
 a crash loses none of them. A later answer to the same survey replaces the earlier one. Webhook
 events are deduplicated in the database on ``(provider, event_id)``, shared by every replica.
+
+The web form's answers take a shorter path: ``accept`` commits the answer as an ``answer`` job (one
+row) and the page is served at once; a worker records accepted answers in batches, many to a
+transaction (``handle_answers``). A crash after the commit loses nothing: the job is claimed again.
+Answers are applied in the order they were received, whichever worker records them.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import structlog
@@ -37,6 +43,8 @@ SUPPRESSING_EVENTS = {
     "group_unsubscribe": "unsubscribed",
 }
 COMMENT_WINDOW = timedelta(hours=24)
+#: The job kind of an accepted web answer waiting to be recorded.
+ANSWER_JOB = "answer"
 
 
 class EventHook(Protocol):
@@ -83,24 +91,86 @@ class Responses:
         """Record (or replace) the answer to survey ``send_id``. Raises ResponseError."""
         with self.store.begin() as conn:
             recorded = self.record_in(conn, send_id, score, comment, channel=channel)
+        assert recorded is not None  # received now: never older than what is stored
         self._recorded(recorded, channel)
         return recorded
 
+    def accept(self, send_id: int, score: int, comment: str | None, *, channel: str) -> Category:
+        """Take a web answer: commit it as an ``answer`` job and return its category. The worker
+        records it (``handle_answers``). Raises ResponseError for a score outside 0–10."""
+        try:
+            category = Category.of(score)
+        except ValueError as exc:
+            raise ResponseError(str(exc)) from exc
+        payload = {
+            "send_id": send_id,
+            "score": score,
+            "comment": (comment or "").strip()[:5000] or None,
+            "channel": channel,
+            "received_at": utcnow().isoformat(),
+        }
+        with self.store.begin() as conn:
+            enqueue(self.store, conn, ANSWER_JOB, payload)
+        self.work_queued.set()
+        return category
+
+    def handle_answers(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        """Job handler for ``answer``: record a batch of accepted answers in one transaction."""
+        recorded: list[tuple[RecordedResponse, str]] = []
+        # In survey order, so that concurrent batches lock surveys in the same order (no deadlock);
+        # the order of answers to one survey does not matter: the one received last wins.
+        ordered = sorted(payloads, key=lambda p: (int(p["send_id"]), str(p["received_at"])))
+        with self.store.begin() as conn:
+            for p in ordered:
+                try:
+                    response = self.record_in(
+                        conn,
+                        int(p["send_id"]),
+                        int(p["score"]),
+                        p.get("comment"),
+                        channel=str(p["channel"]),
+                        at=datetime.fromisoformat(p["received_at"]),
+                    )
+                except ResponseError as exc:
+                    # The survey was erased (``nps-sync forget``) between the answer and now.
+                    log.warning("response.dropped", send_id=p.get("send_id"), reason=str(exc))
+                    continue
+                if response is not None:
+                    recorded.append((response, str(p["channel"])))
+        for response, channel in recorded:
+            self._recorded(response, channel)
+
     def record_in(
-        self, conn: Connection, send_id: int, score: int, comment: str | None, *, channel: str
-    ) -> RecordedResponse:
-        """``record`` inside the caller's transaction (so a webhook's dedupe row commits with it)."""
+        self,
+        conn: Connection,
+        send_id: int,
+        score: int,
+        comment: str | None,
+        *,
+        channel: str,
+        at: datetime | None = None,
+    ) -> RecordedResponse | None:
+        """``record`` inside the caller's transaction (so a webhook's dedupe row commits with it).
+        ``at`` is when the answer was received (default now); an answer older than the one already
+        stored for the survey is stale and ignored (returns None): the later answer wins."""
         try:
             category = Category.of(score)
         except ValueError as exc:
             raise ResponseError(str(exc)) from exc
         comment = (comment or "").strip()[:5000] or None
-        now = utcnow()
-        send = conn.execute(select(schema.sends).where(schema.sends.c.id == send_id)).mappings().first()
+        now = at or utcnow()
+        query = select(schema.sends).where(schema.sends.c.id == send_id)
+        if not self.store.is_sqlite:
+            # Two replicas recording answers to one survey: the second waits here for the first to
+            # commit, then finds its response (SQLite has one writer at a time anyway).
+            query = query.with_for_update()
+        send = conn.execute(query).mappings().first()
         if send is None or send["kind"] not in ("survey",):
             raise ResponseError(f"no survey with id {send_id}")
         resp = schema.responses
         existing = conn.execute(select(resp).where(resp.c.send_id == send_id)).mappings().first()
+        if existing is not None and _aware(existing["updated_at"]) > now:
+            return None
         previous = conn.execute(
             select(resp.c.category)
             .where(resp.c.contact_id == send["contact_id"], resp.c.send_id != send_id)
@@ -381,6 +451,11 @@ class Responses:
                 )
         log.info("event.recorded", provider=provider, kind=event, suppressed=bool(reason and norm))
         return True
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone (they are stored in UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def contact_for(response: RecordedResponse) -> Any:

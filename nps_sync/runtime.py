@@ -27,7 +27,7 @@ from nps_sync.playbooks import (
 from nps_sync.playbooks.review_gating import check_review_gating
 from nps_sync.queue import JobQueue, Linger
 from nps_sync.render import Renderer, check_texts, choose_language
-from nps_sync.responses import RecordedResponse, Responses
+from nps_sync.responses import ANSWER_JOB, RecordedResponse, Responses
 from nps_sync.secrets import Secrets
 from nps_sync.sending import Sender
 from nps_sync.store import schema
@@ -127,6 +127,7 @@ class Runtime:
         self.queue = JobQueue(
             self.store,
             {
+                ANSWER_JOB: self.responses.handle_answers,
                 "writeback": self.writeback.handle,
                 ROLLUP_JOB: self.writeback.rollup,
                 "crm_opt_out": self.writeback.opt_out,
@@ -135,6 +136,7 @@ class Runtime:
                 NOTE_JOB: self.testimonials.handle_notes,
             },
             batch_sizes={
+                ANSWER_JOB: 100,  # accepted web answers, recorded many to a transaction
                 "writeback": crm_batch,
                 ROLLUP_JOB: ROLLUP_BATCH,
                 "crm_opt_out": 200,

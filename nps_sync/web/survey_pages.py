@@ -50,9 +50,15 @@ def _send(rt: Runtime, send_id: int) -> dict[str, Any] | None:
 
 
 def routes(rt: Runtime) -> list[Route]:
+    # The page wording depends only on the program and the language; a reload builds a new app.
+    wording: dict[tuple[str, str], dict[str, str]] = {}
+
     def texts(send: dict[str, Any]) -> dict[str, str]:
-        program = next((p for p in rt.config.program if p.name == send["program"]), None)
-        return {k: rt.renderer.text(send["language"], k, program) for k in TEXT_KEYS}
+        key = (send["program"], send["language"])
+        if key not in wording:
+            program = next((p for p in rt.config.program if p.name == send["program"]), None)
+            wording[key] = {k: rt.renderer.text(send["language"], k, program) for k in TEXT_KEYS}
+        return wording[key]
 
     def verify(request: Request) -> tuple[dict[str, Any], dict[str, Any]] | HTMLResponse:
         try:
@@ -119,9 +125,11 @@ def routes(rt: Runtime) -> list[Route]:
         t = texts(send)
         if not (raw.isascii() and raw.isdigit()) or not 0 <= int(raw) <= 10:  # "²".isdigit() is True
             return _error(request, 422, t["question"], "Please choose a score from 0 to 10.")
-        comment = str(form.get("comment", ""))
+        comment = str(form.get("comment", "")).strip()[:5000]
+        score = int(raw)
         try:
-            recorded = rt.responses.record(int(send["id"]), int(raw), comment, channel=send["channel"])
+            # Committed as an answer job: a worker records it (and its write-back and playbooks).
+            category = rt.responses.accept(int(send["id"]), score, comment, channel=send["channel"])
         except ResponseError as exc:
             return _error(request, 422, "Your answer could not be recorded", str(exc))
         program = next((p for p in rt.config.program if p.name == send["program"]), None)
@@ -130,15 +138,13 @@ def routes(rt: Runtime) -> list[Route]:
             "survey.html",
             {
                 "t": t,
-                "score": recorded.score,
-                "comment": recorded.comment,
-                "follow_up": t[f"follow_up_{recorded.category.value}"],
+                "score": score,
+                "comment": comment or None,
+                "follow_up": t[f"follow_up_{category.value}"],
                 "action": request.url.path,
                 "lang": send["language"],
                 "done": True,
-                "recorded": rt.renderer.text(
-                    send["language"], "score_recorded", program, score=recorded.score
-                ),
+                "recorded": rt.renderer.text(send["language"], "score_recorded", program, score=score),
             },
         )
 

@@ -71,6 +71,38 @@ def test_start_up_recovers_only_the_sends_of_dead_replicas_and_its_own_predecess
     assert {"K00000": "sending", "K00001": "queued", "K00002": "sending", "K00003": "queued"} == states(rt)
 
 
+def test_a_dead_replica_that_held_only_jobs_gets_them_released(rt: Runtime) -> None:
+    # A replica killed while recording answers holds running jobs but no sending rows.
+    live, dead, leader = (
+        Replicas(rt.store, "host:1"),
+        Replicas(rt.store, "host:2"),
+        Replicas(rt.store, "host:3"),
+    )
+    live.register()
+    dead.register(utcnow() - timedelta(minutes=5))
+    leader.register()
+    jobs = schema.jobs
+    with rt.store.begin() as conn:
+        for worker in ("host:1", "host:2", "host:2"):
+            conn.execute(
+                jobs.insert().values(
+                    kind="answer",
+                    payload={},
+                    state="running",
+                    run_at=utcnow(),
+                    attempts=1,
+                    locked_by=worker,
+                    locked_at=utcnow() - timedelta(minutes=1),
+                    created_at=utcnow(),
+                    updated_at=utcnow(),
+                )
+            )
+    recover_sends(rt, leader)
+    with rt.store.read() as conn:
+        rows = conn.execute(select(jobs.c.state, jobs.c.locked_by).order_by(jobs.c.id)).all()
+    assert [("running", "host:1"), ("queued", None), ("queued", None)] == [tuple(r) for r in rows]
+
+
 def test_a_new_leader_resumes_the_one_second_schedule_after_the_last_claimed_slot(rt: Runtime) -> None:
     start = utcnow().replace(microsecond=0) - timedelta(seconds=10)
     first = Maintenance(rt.store, "host:1", now=start)

@@ -79,12 +79,30 @@ def test_posting_the_form_records_the_score_and_a_later_post_replaces_it(web: We
     posted = web.http.post(links[3], data={"score": "3", "comment": "Support took a week."})
     assert 200 == posted.status_code
     assert "We recorded your score of 3." in posted.text
+    # The page is served once the answer is committed as a job; a worker records it.
+    assert (["answer"], []) == ([j["kind"] for j in jobs(web.rt.store)], web.responses())
+    web.rt.drain()
     assert [(survey, 3, "Support took a week.")] == [
         (r["send_id"], r["score"], r["comment"]) for r in web.responses()
     ]
 
     assert 200 == web.http.post(links[3], data={"score": "8", "comment": ""}).status_code
+    web.rt.drain()
     assert [(8, None)] == [(r["score"], r["comment"]) for r in web.responses()]
+
+
+def test_answers_are_applied_in_the_order_received_whatever_order_they_are_recorded_in(
+    web: Web, survey: int
+) -> None:
+    link = path_of(web.rt.renderer.survey_link(survey))
+    for score in ("2", "9"):
+        assert 200 == web.http.post(link, data={"score": score}).status_code
+    queued = [j for j in jobs(web.rt.store) if j["kind"] == "answer"]
+    assert [2, 9] == [j["payload"]["score"] for j in queued]
+    # A second worker records the later answer first; the earlier one, recorded after it, is stale.
+    web.rt.responses.handle_answers([queued[1]["payload"]])
+    web.rt.responses.handle_answers([queued[0]["payload"]])
+    assert [(survey, 9, "promoter")] == [(r["send_id"], r["score"], r["category"]) for r in web.responses()]
 
 
 def tampered(token: str) -> str:
@@ -104,7 +122,7 @@ def test_bad_tokens_get_a_friendly_4xx_page_and_record_nothing(web: Web, survey:
     with time_machine.travel(utcnow() + timedelta(days=61)):
         expired = web.http.post(f"/r/{survey_token}", data={"score": "9"})
     assert 400 == expired.status_code
-    assert ([], []) == (web.responses(), suppressions(web.rt.store))
+    assert ([], [], []) == (web.responses(), suppressions(web.rt.store), jobs(web.rt.store))
 
 
 def test_a_score_outside_0_to_10_is_refused_with_422(web: Web, survey: int) -> None:
@@ -112,7 +130,7 @@ def test_a_score_outside_0_to_10_is_refused_with_422(web: Web, survey: int) -> N
     for raw in ("11", "-1", "abc", "", "\u00b2", "\u0663", " 7"):  # "²" and "٣" pass str.isdigit()
         page = web.http.post(link, data={"score": raw})
         assert (422, True) == (page.status_code, "Please choose a score from 0 to 10." in page.text), raw
-    assert [] == web.responses()
+    assert ([], []) == (web.responses(), jobs(web.rt.store))
 
 
 def test_unsubscribe_get_changes_nothing_and_one_click_post_suppresses_at_once(web: Web, survey: int) -> None:
