@@ -4,12 +4,18 @@ Every email carries 11 score links and a one-click unsubscribe (RFC 8058 ``List-
 ``List-Unsubscribe-Post`` headers, and a footer link), the sender's postal address, and a second,
 tagged rendering so providers that send one body to many recipients can batch (see
 ``TaggedContent``).
+
+A wave renders thousands of survey emails that differ only in the greeting and the links, so the
+layout of each (program, language, kind) is rendered once with tags where those go, checked to give
+what Jinja gives, and filled in per recipient (``_Layout``).
 """
 
 from __future__ import annotations
 
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
 from typing import Any
@@ -21,7 +27,7 @@ from markupsafe import Markup, escape
 
 from nps_sync.config import Config, ProgramConfig
 from nps_sync.models import Category, OutboundMessage, TaggedContent
-from nps_sync.tokens import Tokens
+from nps_sync.tokens import SCORES, Tokens
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,6 +39,8 @@ _messages = Environment(
     autoescape=select_autoescape(["html"]),
     undefined=StrictUndefined,
     keep_trailing_newline=True,
+    # The templates ship inside the package: no need to stat their files at every render.
+    auto_reload=False,
 )
 # Survey wording comes from config files edited by ops: render it sandboxed.
 _text_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
@@ -86,12 +94,38 @@ def choose_language(locale: str | None, program: ProgramConfig) -> str:
     return program.default_language
 
 
+#: Greetings rendered per (program, language, first name): first names repeat a lot in a wave.
+_INTRO_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One survey email's rendering split at the per-recipient places: ``parts`` alternate constant
+    text and tag names (``-intro-``, ``-link_3-``, …), so filling a recipient in is one join."""
+
+    program: ProgramConfig
+    subject: str
+    question: str
+    tagged_text: str
+    tagged_html: str
+    text_parts: Sequence[str]
+    html_parts: Sequence[str]
+
+    def fill(self, parts: Sequence[str], values: Mapping[str, str]) -> str:
+        return "".join(values[p] if i % 2 else p for i, p in enumerate(parts))
+
+
 class Renderer:
     def __init__(self, config: Config, tokens: Tokens) -> None:
         self.config = config
         self.tokens = tokens
         self.company = config.daemon.company_name
         self.public_url = config.daemon.public_url
+        #: (program name, language, reminder) → (program, its layout or None when the wording defeats it).
+        self._layouts: dict[tuple[str, str, bool], tuple[ProgramConfig, _Layout | None]] = {}
+        #: (program name, language, first name) → (program, greeting).
+        self._intros: dict[tuple[str, str, str], tuple[ProgramConfig, str]] = {}
+        self._plain_url = str(escape(self.public_url)) == self.public_url
 
     # --- wording ------------------------------------------------------------------------------------
 
@@ -110,10 +144,8 @@ class Renderer:
     # --- links ---------------------------------------------------------------------------------
 
     def score_links(self, send_id: int) -> list[str]:
-        return [
-            f"{self.public_url}/r/{self.tokens.sign('survey', {'s': send_id, 'v': score})}"
-            for score in range(11)
-        ]
+        tokens = self.tokens.score_tokens(send_id)
+        return [f"{self.public_url}/r/{token}" for token in tokens]
 
     def survey_link(self, send_id: int) -> str:
         return f"{self.public_url}/r/{self.tokens.sign('survey', {'s': send_id})}"
@@ -150,6 +182,17 @@ class Renderer:
         reminder: bool = False,
         purpose: str = "survey",
     ) -> OutboundMessage:
+        layout = self._layout(program, language, reminder)
+        if layout is not None:
+            return self._fill(
+                layout,
+                send_id=send_id,
+                send_key=send_key,
+                to=to,
+                language=language,
+                intro=self._intro(program, language, first_name),
+                purpose="reminder" if reminder else purpose,
+            )
         subject = self.text(language, "reminder_subject" if reminder else "subject", program)
         question = self.text(language, "question", program)
         return self._email(
@@ -164,6 +207,126 @@ class Renderer:
             shared={"question": question, "body_text": "", "body_html": ""},
             purpose="reminder" if reminder else purpose,
         )
+
+    def _intro(self, program: ProgramConfig, language: str, first_name: str) -> str:
+        key = (program.name, language, first_name)
+        known = self._intros.get(key)
+        if known is not None and known[0] is program:
+            return known[1]
+        intro = self.text(language, "intro", program, first_name=first_name)
+        if len(self._intros) >= _INTRO_CACHE_SIZE:
+            self._intros.clear()
+        self._intros[key] = (program, intro)
+        return intro
+
+    def _layout(self, program: ProgramConfig, language: str, reminder: bool) -> _Layout | None:
+        key = (program.name, language, reminder)
+        known = self._layouts.get(key)
+        if known is not None and known[0] is program:
+            return known[1]
+        layout = self._make_layout(program, language, reminder)
+        self._layouts[key] = (program, layout)
+        return layout
+
+    def _make_layout(self, program: ProgramConfig, language: str, reminder: bool) -> _Layout | None:
+        """Render the survey email once with tags, and keep it only if filling probe values in gives
+        exactly what Jinja renders with them (wording that contains a tag, say, does not)."""
+        subject = self.text(language, "reminder_subject" if reminder else "subject", program)
+        question = self.text(language, "question", program)
+        common = self._common(language, subject, program, {"question": question})
+        tags = [f"-link_{i}-" for i in range(len(SCORES))]
+        tagged_html, tagged_text = _render(common, "-intro-", tags, "-unsubscribe_url-", "-intro_html-")
+        pattern = _tag_pattern(("-intro-", "-intro_html-", "-unsubscribe_url-", *tags))
+        if pattern.search(subject):
+            return None
+        probe = {
+            tag: f"probe{i}x{tag[1:-1]}" for i, tag in enumerate(["-intro-", "-unsubscribe_url-", *tags])
+        }
+        probe["-intro_html-"] = probe["-intro-"]
+        links = [probe[t] for t in tags]
+        html, text = _render(common, probe["-intro-"], links, probe["-unsubscribe_url-"], None)
+        html_parts, text_parts = pattern.split(tagged_html), pattern.split(tagged_text)
+        layout = _Layout(program, subject, question, tagged_text, tagged_html, text_parts, html_parts)
+        if layout.fill(html_parts, probe) != html or layout.fill(text_parts, probe) != text:
+            return None
+        return layout
+
+    def _fill(
+        self,
+        layout: _Layout,
+        *,
+        send_id: int,
+        send_key: str,
+        to: str,
+        language: str,
+        intro: str,
+        purpose: str,
+    ) -> OutboundMessage:
+        links = self.score_links(send_id)
+        unsubscribe_token = self.unsubscribe_token(send_id)
+        unsubscribe_url = f"{self.public_url}/u/{unsubscribe_token}"
+        substitutions = {
+            "-intro-": intro,
+            "-intro_html-": str(escape(intro)),
+            "-unsubscribe_url-": unsubscribe_url,
+            **{f"-link_{i}-": link for i, link in enumerate(links)},
+        }
+        # Jinja escapes the values in the HTML part. Tokens are URL-safe, so links only change when
+        # public_url has a character to escape, and then the tagged body would not give this
+        # message back: it is sent on its own.
+        if self._plain_url:
+            in_html = substitutions
+        else:
+            in_html = {tag: str(escape(value)) for tag, value in substitutions.items()}
+            in_html["-intro_html-"] = substitutions["-intro_html-"]
+        html = layout.fill(layout.html_parts, in_html)
+        text = layout.fill(layout.text_parts, substitutions)
+        batchable = self._plain_url
+        postal_address = self.config.channels.email.postal_address
+        return OutboundMessage(
+            send_key=send_key,
+            channel="email",
+            to=to,
+            subject=layout.subject,
+            text=text,
+            html=html,
+            headers=self.unsubscribe_headers(unsubscribe_token),
+            template_data={
+                "intro": intro,
+                "question": layout.question,
+                "body": "",
+                "score_links": links,
+                "unsubscribe_url": unsubscribe_url,
+                "language": language,
+                "purpose": purpose,
+                "company": self.company,
+                "postal_address": postal_address,
+            },
+            purpose=purpose,
+            tagged=(
+                TaggedContent(layout.subject, layout.tagged_text, layout.tagged_html, substitutions)
+                if batchable
+                else None
+            ),
+            sender=self.sender,
+            reply_to=self.config.channels.email.reply_to or None,
+        )
+
+    def _common(
+        self, language: str, subject: str, program: ProgramConfig | None, shared: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return {
+            "language": language,
+            "subject": subject,
+            "low_label": self.text(language, "low_label", program),
+            "high_label": self.text(language, "high_label", program),
+            "footer": self.text(language, "footer", program),
+            "unsubscribe": self.text(language, "unsubscribe", program),
+            "postal_address": self.config.channels.email.postal_address,
+            "body_text": "",
+            "body_html": "",
+            **shared,
+        }
 
     def plain_email(
         self,
@@ -211,28 +374,12 @@ class Renderer:
     ) -> OutboundMessage:
         unsubscribe_token = self.unsubscribe_token(send_id)
         unsubscribe_url = f"{self.public_url}/u/{unsubscribe_token}"
-        common = {
-            "language": language,
-            "subject": subject,
-            "low_label": self.text(language, "low_label", program),
-            "high_label": self.text(language, "high_label", program),
-            "footer": self.text(language, "footer", program),
-            "unsubscribe": self.text(language, "unsubscribe", program),
-            "postal_address": self.config.channels.email.postal_address,
-            **shared,
-        }
+        common = self._common(language, subject, program, shared)
 
         def render(
             intro_: str, links: list[str], unsub: str, intro_html: str | None = None
         ) -> tuple[str, str]:
-            html_intro = escape(intro_) if intro_html is None else intro_html
-            html = _messages.get_template("survey.html").render(
-                **common, intro=html_intro, score_links=links, unsubscribe_url=unsub
-            )
-            text = _messages.get_template("survey.txt").render(
-                **common, intro=intro_, score_links=links, unsubscribe_url=unsub
-            )
-            return html, text
+            return _render(common, intro_, links, unsub, intro_html)
 
         html, text = render(intro, per_recipient_links, unsubscribe_url)
         tags = [f"-link_{i}-" for i in range(len(per_recipient_links))]
@@ -289,6 +436,25 @@ class Renderer:
         return OutboundMessage(
             send_key=send_key, channel="sms", to=to, subject="", text=body, purpose=purpose
         )
+
+
+def _render(
+    common: Mapping[str, Any], intro: str, links: list[str], unsubscribe_url: str, intro_html: str | None
+) -> tuple[str, str]:
+    html_intro = escape(intro) if intro_html is None else intro_html
+    html = _messages.get_template("survey.html").render(
+        **common, intro=html_intro, score_links=links, unsubscribe_url=unsubscribe_url
+    )
+    text = _messages.get_template("survey.txt").render(
+        **common, intro=intro, score_links=links, unsubscribe_url=unsubscribe_url
+    )
+    return html, text
+
+
+@cache
+def _tag_pattern(tags: tuple[str, ...]) -> re.Pattern[str]:
+    """Tags matched in one pass, longest first, the way a provider substitutes them."""
+    return re.compile("(" + "|".join(re.escape(t) for t in sorted(tags, key=len, reverse=True)) + ")")
 
 
 def _substitute(content: str, substitutions: Mapping[str, str]) -> str:

@@ -32,6 +32,22 @@ log = structlog.get_logger("nps_sync.sending")
 PAUSE_KEY = "sending.paused"
 RETRY_TRANSIENT = timedelta(minutes=1)
 SEND_LINGER = timedelta(seconds=1)
+#: What ``message_for`` reads of a claimed send: the other columns (timestamps above all) are not
+#: worth converting for a batch of a thousand.
+MESSAGE_COLUMNS = (
+    "id",
+    "send_key",
+    "program",
+    "kind",
+    "channel",
+    "address",
+    "language",
+    "snapshot",
+    "content",
+    "survey_send_id",
+)
+#: Send keys per UPDATE when outcomes are recorded (well under SQLite's bound-parameter limit).
+RECORD_CHUNK = 500
 
 
 def is_paused(store: Store) -> bool:
@@ -110,14 +126,14 @@ class Sender:
         sends, sup = schema.sends, schema.suppressions
         with self.store.begin() as conn:
             query = (
-                select(sends)
+                select(*(sends.c[name] for name in MESSAGE_COLUMNS))
                 .where(sends.c.state == "queued", sends.c.channel == kind, sends.c.not_before <= now)
                 .order_by(sends.c.not_before, sends.c.id)
                 .limit(limit)
             )
             if not self.store.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
-            rows = [dict(r) for r in conn.execute(query).mappings()]
+            rows = [r._asdict() for r in conn.execute(query)]
             if not rows:
                 return []
             # The person may have unsubscribed since the wave was planned: check again, at the last moment.
@@ -212,30 +228,44 @@ class Sender:
             return
         now = utcnow()
         sends = schema.sends
+        refused = [o.send_key for o in outcomes if o.suppress]
         with self.store.begin() as conn:
-            rows = {
-                r.send_key: r
-                for r in conn.execute(
-                    select(sends.c.send_key, sends.c.channel, sends.c.address, sends.c.contact_id).where(
-                        sends.c.send_key.in_([o.send_key for o in outcomes])
+            rows = (
+                {
+                    r.send_key: r
+                    for r in conn.execute(
+                        select(sends.c.send_key, sends.c.channel, sends.c.address, sends.c.contact_id).where(
+                            sends.c.send_key.in_(refused)
+                        )
                     )
-                )
-            }
+                }
+                if refused
+                else {}
+            )
+            # One UPDATE per distinct outcome (a batch SendGrid accepted is one), not one per send.
+            groups: dict[tuple[Any, ...], list[str]] = {}
             for o in outcomes:
-                values: dict[str, Any] = {"state": o.status, "updated_at": now, "provider_id": o.provider_id}
-                if o.status == "failed" and o.transient:
+                groups.setdefault((o.status, o.transient, o.provider_id, o.reason), []).append(o.send_key)
+            for (status, transient, provider_id, reason), keys in groups.items():
+                values: dict[str, Any] = {"state": status, "updated_at": now, "provider_id": provider_id}
+                if status == "failed" and transient:
                     values.update(state="queued", claimed_by=None, not_before=now + RETRY_TRANSIENT)
-                if o.status == "sent":
+                if status == "sent":
                     values["sent_at"] = now
-                if o.reason:
-                    values["error"] = o.reason[:2000]
+                if reason:
+                    values["error"] = reason[:2000]
                 # Only a send still in flight takes the outcome: if recovery already marked it
                 # unknown and reconciled it (a paused replica waking up), the late answer is dropped.
-                conn.execute(
-                    update(sends)
-                    .where(sends.c.send_key == o.send_key, sends.c.state.in_(("sending", "unknown")))
-                    .values(**values)
-                )
+                for start in range(0, len(keys), RECORD_CHUNK):
+                    conn.execute(
+                        update(sends)
+                        .where(
+                            sends.c.send_key.in_(keys[start : start + RECORD_CHUNK]),
+                            sends.c.state.in_(("sending", "unknown")),
+                        )
+                        .values(**values)
+                    )
+            for o in outcomes:
                 row = rows.get(o.send_key)
                 if o.suppress and row is not None:
                     suppress(

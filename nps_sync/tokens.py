@@ -4,17 +4,27 @@ Payloads carry only opaque ids (a send id and, for score links, the score), neve
 or phone number: itsdangerous payloads are readable without the key. Each purpose has its own salt, so
 an unsubscribe token can never be replayed as a survey answer. Keys rotate through a list, newest
 last: tokens signed with an older key still verify until it is removed.
+
+A survey email carries twelve tokens, so signing has a fast path: the HMAC key itsdangerous derives
+is computed once per purpose and the small payloads are never worth compressing, which gives the
+same bytes ``URLSafeTimedSerializer.dumps`` gives (checked at start-up; any other payload, or a
+library that signs differently, goes through itsdangerous itself).
 """
 
 from __future__ import annotations
 
+import binascii
+import hmac
+import json
 import secrets as _secrets
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous.signer import HMACAlgorithm
 
 from nps_sync.errors import TokenError
 from nps_sync.secrets import Secrets
@@ -27,6 +37,10 @@ SALTS: dict[Purpose, str] = {
 }
 
 
+#: The scores a survey email links to, one signed link each.
+SCORES = tuple(range(11))
+
+
 class Tokens:
     def __init__(self, keys: Sequence[str], *, max_age: dict[Purpose, timedelta]) -> None:
         if not keys or any(len(k) < 32 for k in keys):
@@ -35,9 +49,65 @@ class Tokens:
             purpose: URLSafeTimedSerializer(list(keys), salt=salt) for purpose, salt in SALTS.items()
         }
         self._max_age = max_age
+        self._macs: dict[Purpose, Any] = {}
+        for purpose, serializer in self._serializers.items():
+            signer = serializer.make_signer()
+            algorithm = signer.algorithm
+            if (
+                isinstance(algorithm, HMACAlgorithm)
+                and algorithm.digest_method is HMACAlgorithm.default_digest_method
+            ):
+                self._macs[purpose] = hmac.new(signer.derive_key(), digestmod="sha1")
+        for purpose in list(self._macs):
+            if not self._fast_path_agrees(purpose):
+                del self._macs[purpose]
 
     def sign(self, purpose: Purpose, payload: dict[str, Any]) -> str:
-        return str(self._serializers[purpose].dumps(payload))
+        return self.sign_many(purpose, [payload])[0]
+
+    def sign_many(self, purpose: Purpose, payloads: Sequence[dict[str, Any]]) -> list[str]:
+        """``sign`` for several payloads at once (a survey email's eleven score links)."""
+        mac = self._macs.get(purpose)
+        if mac is None:
+            return [str(self._serializers[purpose].dumps(p)) for p in payloads]
+        return self._sign_datas(purpose, mac, payloads, [_compact_json(p) for p in payloads])
+
+    def score_tokens(self, send_id: int, scores: Sequence[int] = SCORES) -> list[str]:
+        """``sign_many("survey", [{"s": send_id, "v": score} ...])``, the payloads written directly."""
+        payloads = [{"s": send_id, "v": score} for score in scores]
+        mac = self._macs.get("survey")
+        if mac is None or type(send_id) is not int or any(type(v) is not int for v in scores):
+            return self.sign_many("survey", payloads)
+        return self._sign_datas(
+            "survey", mac, payloads, [b'{"s":%d,"v":%d}' % (send_id, score) for score in scores]
+        )
+
+    def _sign_datas(
+        self, purpose: Purpose, mac: Any, payloads: Sequence[dict[str, Any]], datas: Sequence[bytes]
+    ) -> list[str]:
+        stamp = b"." + _b64(_timestamp_bytes(int(time.time())))
+        plain = _incompressible_all(datas)
+        signed = []
+        copy = mac.copy
+        for payload, data, fast in zip(payloads, datas, plain, strict=True):
+            if fast or _incompressible(data):
+                value = _b64(data) + stamp
+                digest = copy()
+                digest.update(value)
+                signed.append((value + b"." + _b64(digest.digest())).decode("ascii"))
+            else:
+                signed.append(str(self._serializers[purpose].dumps(payload)))
+        return signed
+
+    def _fast_path_agrees(self, purpose: Purpose) -> bool:
+        probe = {"s": 1234567, "v": 10}
+        for _ in range(3):  # a second boundary between the two calls changes the timestamp
+            now = int(time.time())
+            slow = str(self._serializers[purpose].dumps(probe))
+            data = _compact_json(probe)
+            if int(time.time()) == now:
+                return slow == _fast_sign(self._macs[purpose], data, now)
+        return False
 
     def verify(self, purpose: Purpose, token: str) -> dict[str, Any]:
         """Return the payload or raise TokenError (tampered, expired, or for another purpose)."""
@@ -55,6 +125,75 @@ class Tokens:
         if not isinstance(payload, dict):
             raise TokenError("this link is not valid")
         return payload
+
+
+_URL_SAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _b64(data: bytes) -> bytes:
+    """itsdangerous' ``base64_encode``: URL-safe alphabet, no padding."""
+    return binascii.b2a_base64(data, newline=False).translate(_URL_SAFE).rstrip(b"=")
+
+
+def _timestamp_bytes(timestamp: int) -> bytes:
+    return timestamp.to_bytes(8, "big").lstrip(b"\x00")
+
+
+def _fast_sign(mac: Any, data: bytes, timestamp: int) -> str:
+    """What ``URLSafeTimedSerializer.dumps`` returns for JSON ``data`` it would not compress."""
+    value = _b64(data) + b"." + _b64(_timestamp_bytes(timestamp))
+    signed = mac.copy()
+    signed.update(value)
+    return (value + b"." + _b64(signed.digest())).decode("ascii")
+
+
+def _compact_json(payload: dict[str, Any]) -> bytes:
+    """itsdangerous' JSON (``separators=(",", ":")``, ``ensure_ascii=False``), written directly for
+    the usual payload of plain ints under plain keys."""
+    keys = tuple(payload)
+    plain_keys = keys in _PLAIN_KEYS or all(k.isidentifier() and k.isascii() for k in keys)
+    if plain_keys and all(type(v) is int for v in payload.values()):
+        if len(_PLAIN_KEYS) < 64:
+            _PLAIN_KEYS.add(keys)
+        return ("{" + ",".join([f'"{k}":{v}' for k, v in payload.items()]) + "}").encode()
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+#: Key tuples known to need no JSON escaping.
+_PLAIN_KEYS: set[tuple[str, ...]] = set()
+
+
+def _common_prefix(datas: Sequence[bytes]) -> bytes:
+    first, last = min(datas), max(datas)
+    size = 0
+    while size < len(first) and first[size] == last[size]:
+        size += 1
+    return first[:size]
+
+
+def _incompressible_all(datas: Sequence[bytes]) -> list[bool]:
+    """``_incompressible`` for payloads that share a prefix (one send's score links), cheaply and
+    conservatively: a payload's repeated 3-byte runs are at most the prefix's plus one per byte after
+    it. False means "check this one on its own", not "compressible"."""
+    if len(datas) < 2:
+        return [False] * len(datas)
+    common = _common_prefix(datas)
+    if len(common) < 3:
+        return [False] * len(datas)
+    base = (len(common) - 2) - len(set(zip(common, common[1:], common[2:], strict=False)))
+    return [len(d) <= 24 and base + len(d) - len(common) <= 3 for d in datas]
+
+
+def _incompressible(data: bytes) -> bool:
+    """True when itsdangerous would not compress ``data`` (it keeps zlib's output only when that
+    saves two bytes). Deflate saves only by repeating earlier runs of three bytes or more: in at most
+    24 bytes where at most three 3-byte runs repeat, fixed codes cannot gain the 10 bytes zlib's
+    header, checksum and block framing cost, nor can dynamic codes pay for their code table. Calling
+    zlib for a score link's 20 bytes would cost more than signing them."""
+    if len(data) > 24:
+        return False
+    repeated = (len(data) - 2) - len(set(zip(data, data[1:], data[2:], strict=False)))
+    return repeated <= 3
 
 
 def load_keys(secrets: Secrets, name: str, state_dir: Path) -> list[str]:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parseaddr
+from functools import lru_cache
 from typing import Any
 
 from nps_sync.models import OutboundMessage
@@ -66,16 +67,37 @@ class Call:
 
 def address(value: str) -> dict[str, str]:
     """``"Acme <nps@acme.test>"`` → ``{"email": "nps@acme.test", "name": "Acme"}``."""
-    name, email = parseaddr(value)
+    name, email = _parsed(value)
     return {"email": email or value, "name": name} if name else {"email": email or value}
+
+
+@lru_cache(maxsize=64)
+def _parsed(value: str) -> tuple[str, str]:
+    """A batch has one sender (and reply-to) for all its messages: parse it once."""
+    return parseaddr(value)
 
 
 def substitute(text: str, substitutions: Mapping[str, str]) -> str:
     """Replace every tag in one pass, as SendGrid does (a value is never substituted again)."""
     if not substitutions:
         return text
-    pattern = re.compile("|".join(re.escape(k) for k in sorted(substitutions, key=len, reverse=True)))
-    return pattern.sub(lambda m: substitutions[m.group(0)], text)
+    return _fill(_split(text, tuple(substitutions)), substitutions)
+
+
+@lru_cache(maxsize=64)
+def _pattern(tags: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("(" + "|".join(re.escape(k) for k in sorted(tags, key=len, reverse=True)) + ")")
+
+
+@lru_cache(maxsize=64)
+def _split(text: str, tags: tuple[str, ...]) -> tuple[str, ...]:
+    """``text`` cut at its tags (odd positions): a batch of messages shares one tagged body, so it
+    is cut once and each recipient's values are joined in."""
+    return tuple(_pattern(tags).split(text))
+
+
+def _fill(parts: Sequence[str], substitutions: Mapping[str, str]) -> str:
+    return "".join(substitutions[p] if i % 2 else p for i, p in enumerate(parts))
 
 
 def _substitutions_fit(msg: OutboundMessage) -> bool:
@@ -83,7 +105,7 @@ def _substitutions_fit(msg: OutboundMessage) -> bool:
     tagged = msg.tagged
     if tagged is None or not tagged.substitutions:
         return False
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in tagged.substitutions.items())
+    size = len("".join([*tagged.substitutions, *tagged.substitutions.values()]).encode())
     if size > MAX_SUBSTITUTION_BYTES:
         return False
     subs = tagged.substitutions

@@ -162,6 +162,71 @@ def test_tagged_content_substitutes_back_to_exactly_the_rendered_message() -> No
     assert not any(link in shared for link in message.template_data["score_links"])
 
 
+@pytest.mark.parametrize(
+    ("purpose", "payload"),
+    [
+        ("survey", {"s": 42, "v": 7}),
+        ("unsubscribe", {"s": 10_000}),
+        ("survey", {"s": 111_111_111_111, "v": 1}),  # repetitive enough for zlib to shorten it
+        ("testimonial", {"s": 5, "note": "x" * 120}),
+    ],
+    ids=["score", "unsubscribe", "compressible", "long"],
+)
+def test_tokens_are_byte_for_byte_what_itsdangerous_signs(purpose: Purpose, payload: dict[str, Any]) -> None:
+    reference = URLSafeTimedSerializer([OLD_KEY, NEW_KEY], salt=SALTS[purpose])
+    signer = tokens(OLD_KEY, NEW_KEY)
+
+    with time_machine.travel(datetime(2026, 3, 10, 12, 0, 5, tzinfo=timezone.utc), tick=False):
+        assert reference.dumps(payload) == signer.sign(purpose, payload)
+        if purpose == "survey":
+            scores = [{"s": payload["s"], "v": v} for v in range(11)]
+            assert [reference.dumps(p) for p in scores] == signer.score_tokens(payload["s"])
+        assert payload == signer.verify(purpose, signer.sign(purpose, payload))
+
+
+def test_each_recipients_name_and_links_are_filled_in_escaped_in_html_and_as_is_in_text() -> None:
+    config = make_config()
+    renderer = Renderer(config, tokens())
+    messages = [
+        renderer.survey_email(
+            send_id=send_id,
+            send_key=f"p|w1|C{send_id}|survey",
+            to="someone@northwind.example",
+            first_name=name,
+            program=config.program[0],
+            language="en",
+        )
+        for send_id, name in ((1, "Alice"), (2, 'Jean & "Luc" <jl>'), (3, "Alice"))
+    ]
+
+    assert messages[0].text.startswith("Hi Alice,")
+    assert messages[1].text.startswith('Hi Jean & "Luc" <jl>,')
+    assert "Hi Jean &amp; &#34;Luc&#34; &lt;jl&gt;," in (messages[1].html or "")
+    for message in messages:
+        tagged = message.tagged
+        assert tagged is not None
+        assert message.text == substitute(tagged.text, dict(tagged.substitutions))
+        assert message.html == substitute(tagged.html or "", dict(tagged.substitutions))
+        for link in message.template_data["score_links"]:
+            assert link in message.text
+            assert f'href="{link}"' in (message.html or "")
+    assert {"s": 3, "v": 0} == tokens().verify(
+        "survey", messages[2].template_data["score_links"][0].rsplit("/", 1)[1]
+    )
+
+
+def test_a_public_url_that_needs_escaping_is_escaped_in_html_and_not_offered_for_batching() -> None:
+    data = config_data(program("p"))
+    data["daemon"]["public_url"] = "https://nps.example.com/a&b"
+    message = survey(config_mod.parse(data, source=Path("/srv/nps/config.toml")))
+
+    link = message.template_data["score_links"][0]
+    assert link.startswith("https://nps.example.com/a&b/r/")
+    assert f'href="{link.replace("&", "&amp;")}"' in (message.html or "")
+    assert link in message.text
+    assert message.tagged is None
+
+
 def test_wording_that_contains_a_tag_by_accident_is_not_offered_for_batching() -> None:
     config = config_mod.parse(
         config_data(program("p", text={"en": {"question": "Score us: -link_3- or -intro-?"}})),

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import time_machine
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
 
 from nps_sync import config as config_mod
 from nps_sync.abc import Channel
@@ -609,3 +609,40 @@ def test_a_refused_batch_pauses_the_whole_channel_not_just_its_own_sends(
             pass
     assert {"k0": "sent", "k1": "sent", "k2": "sent"} == states(rt.store)
     assert ["k0", "k1", "k2"] == sorted(k for call in calls[1:] for k in call)
+
+
+def test_a_thousand_accepted_sends_are_recorded_in_one_update_per_500_keys(rt: Runtime) -> None:
+    """Outcomes are recorded per distinct outcome, 500 keys a statement, not one UPDATE per send."""
+    contact = seeded_contacts(rt, 1)[0]
+    first = add_send(rt, contact, key="bulk-0")
+    with rt.store.begin() as conn:
+        row = dict(conn.execute(select(schema.sends).where(schema.sends.c.id == first)).mappings().one())
+        del row["id"]
+        conn.execute(schema.sends.insert(), [{**row, "send_key": f"bulk-{i}"} for i in range(1, 1001)])
+    channel = ScriptedChannel(
+        "email",
+        lambda ms: [SendOutcome(m.send_key, "sent", provider_id="batch-1") for m in ms],
+        max_batch=1001,
+    )
+    sender = sender_with(rt, {"email": channel})
+    updates: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE SENDS"):
+            updates.append(statement)
+
+    event.listen(rt.store.engine, "before_cursor_execute", seen)
+    try:
+        assert 1001 == sender.run_once()
+    finally:
+        event.remove(rt.store.engine, "before_cursor_execute", seen)
+
+    assert 1 == channel.calls
+    # One UPDATE claims the batch; the outcomes take ⌈1001 / 500⌉ = 3.
+    assert 4 == len(updates)
+    with rt.store.read() as conn:
+        rows = conn.execute(
+            select(schema.sends.c.state, schema.sends.c.provider_id, schema.sends.c.sent_at)
+        ).all()
+    assert {("sent", "batch-1")} == {(r.state, r.provider_id) for r in rows}
+    assert all(r.sent_at is not None for r in rows)
