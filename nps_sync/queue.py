@@ -45,6 +45,10 @@ class Linger:
     after: tuple[str, ...] = ()
 
 
+#: Built once: a statement given its values as parameters is not rebuilt or re-keyed per job.
+_INSERT_JOB = schema.jobs.insert()
+
+
 def enqueue(
     store: Store,
     conn: Connection,
@@ -68,7 +72,7 @@ def enqueue(
         "updated_at": now,
     }
     if dedupe_key is None:
-        conn.execute(schema.jobs.insert().values(**values))
+        conn.execute(_INSERT_JOB, values)
         return True
     return store.insert_ignore(conn, schema.jobs, values, "dedupe_key")
 
@@ -113,6 +117,26 @@ def touch(conn: Connection, kind: str, dedupe_keys: Sequence[str]) -> None:
             .where(jobs.c.kind == kind, jobs.c.state == "queued", jobs.c.dedupe_key.in_(list(dedupe_keys)))
             .values(updated_at=utcnow())
         )
+
+
+def enqueue_many(conn: Connection, kind: str, payloads: Sequence[Mapping[str, Any]]) -> None:
+    """Add jobs of one kind, due now, in one executemany (no dedupe keys)."""
+    now = utcnow()
+    rows = [
+        {
+            "kind": kind,
+            "payload": dict(p),
+            "dedupe_key": None,
+            "state": "queued",
+            "run_at": now,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for p in payloads
+    ]
+    if rows:
+        conn.execute(_INSERT_JOB, rows)
 
 
 class JobQueue:

@@ -19,17 +19,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy import Connection, delete, desc, select, update
+from sqlalchemy import Connection, bindparam, delete, desc, select, update
 
 from nps_sync.abc import InboundReply
 from nps_sync.config import Config
 from nps_sync.models import Category
-from nps_sync.queue import enqueue
+from nps_sync.queue import enqueue, enqueue_many
 from nps_sync.render import Renderer
 from nps_sync.sending import suppress
 from nps_sync.sms_text import parse_sms
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
+from nps_sync.store.group_commit import GroupCommit
 from nps_sync.survey import contact_from_snapshot
 from nps_sync.timezones import normalize_email, normalize_phone
 
@@ -45,6 +46,21 @@ SUPPRESSING_EVENTS = {
 COMMENT_WINDOW = timedelta(hours=24)
 #: The job kind of an accepted web answer waiting to be recorded.
 ANSWER_JOB = "answer"
+
+
+# Recording an answer runs these for every answer: built once, they are compiled and keyed once.
+_resp, _sends = schema.responses, schema.sends
+_SEND_BY_ID = select(_sends).where(_sends.c.id == bindparam("id"))
+_SEND_BY_ID_LOCKED = _SEND_BY_ID.with_for_update()
+_RESPONSE_BY_SEND = select(_resp).where(_resp.c.send_id == bindparam("send_id"))
+_PREVIOUS_CATEGORY = (
+    select(_resp.c.category)
+    .where(_resp.c.contact_id == bindparam("contact_id"), _resp.c.send_id != bindparam("send_id"))
+    .order_by(desc(_resp.c.responded_at))
+    .limit(1)
+)
+_INSERT_RESPONSE = _resp.insert()
+_UPDATE_RESPONSE = update(_resp).where(_resp.c.id == bindparam("rid"))
 
 
 class EventHook(Protocol):
@@ -84,6 +100,9 @@ class Responses:
         self.on_response = on_response
         #: Set when work was queued (a write-back, playbook steps), so idle workers start at once.
         self.work_queued = threading.Event()
+        self._answers = GroupCommit(
+            store, lambda conn, rows: enqueue_many(conn, ANSWER_JOB, rows), max_batch=500
+        )
 
     # --- answers ----------------------------------------------------------------------------------
 
@@ -109,8 +128,8 @@ class Responses:
             "channel": channel,
             "received_at": utcnow().isoformat(),
         }
-        with self.store.begin() as conn:
-            enqueue(self.store, conn, ANSWER_JOB, payload)
+        # Answers arriving together are committed together; this returns once ours is committed.
+        self._answers.submit(payload)
         self.work_queued.set()
         return category
 
@@ -159,50 +178,49 @@ class Responses:
             raise ResponseError(str(exc)) from exc
         comment = (comment or "").strip()[:5000] or None
         now = at or utcnow()
-        query = select(schema.sends).where(schema.sends.c.id == send_id)
-        if not self.store.is_sqlite:
-            # Two replicas recording answers to one survey: the second waits here for the first to
-            # commit, then finds its response (SQLite has one writer at a time anyway).
-            query = query.with_for_update()
-        send = conn.execute(query).mappings().first()
+        query = _SEND_BY_ID if self.store.is_sqlite else _SEND_BY_ID_LOCKED
+        # On PostgreSQL the survey's row is locked: two replicas recording answers to one survey
+        # take turns, the second finding the first one's response (SQLite has one writer anyway).
+        send = conn.execute(query, {"id": send_id}).mappings().first()
         if send is None or send["kind"] not in ("survey",):
             raise ResponseError(f"no survey with id {send_id}")
-        resp = schema.responses
-        existing = conn.execute(select(resp).where(resp.c.send_id == send_id)).mappings().first()
+        existing = conn.execute(_RESPONSE_BY_SEND, {"send_id": send_id}).mappings().first()
         if existing is not None and _aware(existing["updated_at"]) > now:
             return None
         previous = conn.execute(
-            select(resp.c.category)
-            .where(resp.c.contact_id == send["contact_id"], resp.c.send_id != send_id)
-            .order_by(desc(resp.c.responded_at))
-            .limit(1)
+            _PREVIOUS_CATEGORY, {"contact_id": send["contact_id"], "send_id": send_id}
         ).scalar_one_or_none()
         if existing is None:
             inserted = conn.execute(
-                resp.insert().values(
-                    send_id=send_id,
-                    program=send["program"],
-                    contact_id=send["contact_id"],
-                    account_id=send["account_id"],
-                    score=score,
-                    category=category.value,
-                    previous_category=previous,
-                    comment=comment,
-                    channel=channel,
-                    responded_at=now,
-                    updated_at=now,
-                )
+                _INSERT_RESPONSE,
+                {
+                    "send_id": send_id,
+                    "program": send["program"],
+                    "contact_id": send["contact_id"],
+                    "account_id": send["account_id"],
+                    "score": score,
+                    "category": category.value,
+                    "previous_category": previous,
+                    "comment": comment,
+                    "channel": channel,
+                    "responded_at": now,
+                    "updated_at": now,
+                },
             )
             assert inserted.inserted_primary_key is not None
             response_id = int(inserted.inserted_primary_key[0])
         else:
             response_id = int(existing["id"])
             conn.execute(
-                update(resp)
-                .where(resp.c.id == response_id)
-                .values(
-                    score=score, category=category.value, comment=comment, channel=channel, updated_at=now
-                )
+                _UPDATE_RESPONSE,
+                {
+                    "rid": response_id,
+                    "score": score,
+                    "category": category.value,
+                    "comment": comment,
+                    "channel": channel,
+                    "updated_at": now,
+                },
             )
         recorded = RecordedResponse(
             id=response_id,

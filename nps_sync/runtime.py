@@ -136,7 +136,9 @@ class Runtime:
                 NOTE_JOB: self.testimonials.handle_notes,
             },
             batch_sizes={
-                ANSWER_JOB: 100,  # accepted web answers, recorded many to a transaction
+                # Accepted web answers, many to a transaction, but few enough that a page waiting to
+                # commit its own answer (SQLite: one writer) waits for tens of milliseconds at most.
+                ANSWER_JOB: 25,
                 "writeback": crm_batch,
                 ROLLUP_JOB: ROLLUP_BATCH,
                 "crm_opt_out": 200,

@@ -24,7 +24,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from nps_sync import queue
 from nps_sync.durations import BusinessDays, Delay
@@ -91,6 +91,26 @@ def template_context(
     }
 
 
+# Every recorded answer runs these: built once, they are compiled and keyed once.
+_runs = schema.playbook_runs
+_LATEST_RUN = (
+    select(_runs.c.context)
+    .where(
+        _runs.c.playbook == bindparam("playbook"),
+        _runs.c.trigger == bindparam("trigger"),
+        _runs.c.response_id == bindparam("response_id"),
+    )
+    .order_by(_runs.c.id.desc())
+    .limit(1)
+)
+_RUN_BY_KEY = select(_runs.c.id).where(_runs.c.dedupe_key == bindparam("key"))
+_ANSWERED_RUNS = select(_runs.c.id, _runs.c.step, _runs.c.context).where(
+    _runs.c.response_id == bindparam("response_id"),
+    _runs.c.state == "running",
+    _runs.c.trigger.in_(("response", "category_changed")),
+)
+
+
 class PlaybookEngine:
     """Matches events to playbooks and runs them. Disabled playbooks start nothing; a run whose
     playbook was removed or disabled by a reload stops at its next step."""
@@ -131,14 +151,7 @@ class PlaybookEngine:
         key = f"{book.name}:{trigger}:{ref}"
         if answered and event.response_id is not None:
             latest = conn.execute(
-                select(runs.c.context)
-                .where(
-                    runs.c.playbook == book.name,
-                    runs.c.trigger == trigger,
-                    runs.c.response_id == event.response_id,
-                )
-                .order_by(runs.c.id.desc())
-                .limit(1)
+                _LATEST_RUN, {"playbook": book.name, "trigger": trigger, "response_id": event.response_id}
             ).scalar_one_or_none()
             if latest is not None:
                 # Same category and still standing: a redelivery, or a replacement the run covers.
@@ -160,7 +173,7 @@ class PlaybookEngine:
         }
         if not self.services.store.insert_ignore(conn, runs, values, "dedupe_key"):
             return None
-        run_id = conn.execute(select(runs.c.id).where(runs.c.dedupe_key == key)).scalar_one()
+        run_id = conn.execute(_RUN_BY_KEY, {"key": key}).scalar_one()
         self.enqueue_step(conn, run_id, book.steps[0], now)
         log.info(
             "playbook.run_started",
@@ -187,13 +200,7 @@ class PlaybookEngine:
 
     def _supersede(self, conn: Connection, event: PlaybookEvent, now: datetime) -> None:
         runs = schema.playbook_runs
-        rows = conn.execute(
-            select(runs.c.id, runs.c.step, runs.c.context).where(
-                runs.c.response_id == event.response_id,
-                runs.c.state == "running",
-                runs.c.trigger.in_(("response", "category_changed")),
-            )
-        ).all()
+        rows = conn.execute(_ANSWERED_RUNS, {"response_id": event.response_id}).all()
         for row in rows:
             if row.context["event"].get("category") == event.category:
                 continue

@@ -47,6 +47,7 @@ class Store:
         # it is free; threads left to SQLite's busy handler sleep in growing steps (up to 100 ms) and,
         # under a burst of answers, spend most of their time asleep while the database sits idle.
         self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
+        self._statements: dict[tuple[str, tuple[str, ...], frozenset[str]], Any] = {}
         if self.is_sqlite:
             path = sqlite_path(url)
             if path is not None:
@@ -88,14 +89,23 @@ class Store:
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
+    def _insert_ignoring(self, table: Any, keys: tuple[str, ...], columns: frozenset[str]) -> Any:
+        """The INSERT … ON CONFLICT DO NOTHING statement, built once per table, keys and columns: the
+        values go in as parameters, so SQLAlchemy neither rebuilds nor re-keys it for every row."""
+        key = (table.name, keys, columns)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = (sqlite_insert if self.is_sqlite else pg_insert)(table).on_conflict_do_nothing(
+                index_elements=list(keys)
+            )
+            self._statements[key] = stmt
+        return stmt
+
     def insert_ignore(self, conn: Connection, table: Any, values: dict[str, Any], *keys: str) -> bool:
         """INSERT … ON CONFLICT DO NOTHING on the given unique columns; True when a row was added."""
-        ins = (sqlite_insert if self.is_sqlite else pg_insert)(table).values(**values)
+        stmt = self._insert_ignoring(table, keys, frozenset(values))
         # SQLAlchemy 2.1 reports rowcount -1 for INSERTs on psycopg unless asked to keep it.
-        result = conn.execute(
-            ins.on_conflict_do_nothing(index_elements=list(keys)),
-            execution_options={"preserve_rowcount": True},
-        )
+        result = conn.execute(stmt, values, execution_options={"preserve_rowcount": True})
         return result.rowcount == 1
 
     def insert_ignore_many(

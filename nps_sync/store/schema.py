@@ -174,7 +174,7 @@ playbook_runs = Table(
     Column("dedupe_key", String(300), nullable=False, unique=True),
     Column("trigger", String(30), nullable=False),
     Column("contact_id", String(100), nullable=False, index=True),
-    Column("response_id", Integer, nullable=True),
+    Column("response_id", Integer, nullable=True, index=True),
     Column("send_id", Integer, nullable=True),
     Column("state", String(10), nullable=False),  # running | done | stopped | failed
     Column("step", Integer, nullable=False, default=0),
