@@ -19,7 +19,7 @@ from nps_sync.abc import CRM
 from nps_sync.config import Config, ProgramConfig
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
-from nps_sync.survey import Decision, WavePlanner, next_opening, snapshot, survey_key
+from nps_sync.survey import Decision, WavePlanner, next_opening, snapshot, survey_key, unindexed
 from nps_sync.timezones import normalize_phone, resolve_zone
 
 log = structlog.get_logger("nps_sync.waves")
@@ -107,7 +107,8 @@ def _record_page(
         decided = set(
             conn.execute(
                 select(decisions.c.contact_id).where(
-                    decisions.c.wave_id == wave_id, decisions.c.contact_id.in_([d.contact.id for d in page])
+                    unindexed(decisions.c.wave_id) == wave_id,
+                    decisions.c.contact_id.in_([d.contact.id for d in page]),
                 )
             ).scalars()
         )

@@ -8,9 +8,10 @@ Twilio has and sends the others once; in the end every survey reached Twilio exa
    send is queued for then; rounds before that moment call SendGrid 0 times; after it, sent once.
 3. Twilio answers 500 on every try of a send: the channel rests 30 s (the Sender's breaker: one rest
    per refusal, not a failure count), nothing is tried meanwhile, then the send goes out once.
-4. A wave's pull from HubSpot (through the fault proxy) is cut by resets after its first page: the
-   connector's retries meet resets too and the wave fails; run again with the same wave id (what the
-   queue's retry of the wave job does), it resumes and every contact is decided and queued once.
+4. A wave's pull from HubSpot (through the fault proxy) is cut by resets after its first page (and the
+   pages read ahead of it): the connector's retries meet resets too and the wave fails; run again with
+   the same wave id (what the queue's retry of the wave job does), it resumes and every contact is
+   decided and queued once.
 
 Time is moved by passing ``now`` to ``Sender.run_once`` (the rest and ``not_before`` are compared
 with it), so no test sleeps through a Retry-After.
@@ -294,10 +295,13 @@ def test_a_pull_cut_by_resets_resumes_with_every_contact_decided_once(
             f"max decisions per contact={max(per_contact.values())} sends={sum(queued.values())} "
             f"max sends per contact={max(queued.values())} summary={dict(summary.counts)}"
         )
-        assert [50] == pages
+        # The pull reads a page ahead of the decisions (nps_sync.survey.prefetched): when the first
+        # page's decisions cut the link, the page queued behind it and the one in flight still land.
+        assert 1 <= len(pages) <= 3
+        assert {50} == set(pages)
         assert "" != failure
-        assert MAX_ATTEMPTS == resets  # every attempt of the second page met a reset, no more
-        assert 50 == decided_before
+        assert MAX_ATTEMPTS == resets  # every attempt of the next page met a reset, no more
+        assert sum(pages) == decided_before
         assert in_crm == len(per_contact)
         assert {1} == set(per_contact.values())
         assert {1} == set(queued.values())
