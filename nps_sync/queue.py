@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
@@ -30,6 +30,8 @@ Handler = Callable[[Sequence[Mapping[str, Any]]], None]
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 #: Jobs that may run for hours keep their claim that long before another worker may take them over.
 LONG_LEASES = {"wave": timedelta(hours=6)}
+#: Done jobs are deleted after this long (the periodic scan, at most 10,000 at a time).
+DONE_JOBS_KEPT = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,21 @@ class JobQueue:
         if released:
             log.warning("job.released_after_crash", jobs=released)
         return int(released or 0)
+
+    def prune(self, *, older_than: timedelta = DONE_JOBS_KEPT, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` jobs done more than ``older_than`` ago (a daemon running for months
+        would otherwise keep every answer's jobs). Jobs with a dedupe key stay: they are what stops a
+        wave or a note from being queued twice. Returns how many were deleted."""
+        jobs = schema.jobs
+        cutoff = utcnow() - older_than
+        with self.store.begin() as conn:
+            ids = select(jobs.c.id).where(
+                jobs.c.state == "done", jobs.c.dedupe_key.is_(None), jobs.c.updated_at < cutoff
+            )
+            deleted = conn.execute(delete(jobs).where(jobs.c.id.in_(ids.limit(limit)))).rowcount
+        if deleted:
+            log.info("jobs.pruned", jobs=deleted, older_than_days=older_than.days)
+        return int(deleted or 0)
 
     def run_once(self, kind: str | None = None, *, linger: bool = True) -> int:
         """Claim one batch and run it. Returns how many jobs were run (0 when the queue is idle)."""

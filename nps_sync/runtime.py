@@ -273,6 +273,7 @@ class Runtime:
         with self.store.begin() as conn:
             self.engine.scan_no_response(conn)
         self.engine.check_overdue()
+        self.queue.prune()
 
     def drain(self, *, rounds: int = 200) -> int:
         """Run sends and jobs until nothing is due (tests and one-shot CLI commands)."""

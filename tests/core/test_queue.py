@@ -16,6 +16,7 @@ from sqlalchemy import event
 
 from nps_sync.errors import RateLimited
 from nps_sync.queue import JobQueue, Linger, enqueue, enqueue_coalesced
+from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
 from tests.core.test_sending import (  # noqa: F401 - the *_fixture names are fixtures
     core_store_fixture,
@@ -368,3 +369,25 @@ def test_choosing_a_kind_reads_only_unfinished_jobs_through_the_index(tmp_path: 
     store.dispose()
     searches = [p for p in plan if p.startswith(("SEARCH", "SCAN"))]
     assert ["SEARCH jobs USING INDEX ix_jobs_state_run_at (state=? AND run_at<?)"] * 2 == searches
+
+
+def test_prune_deletes_done_jobs_after_a_week_but_keeps_dedupe_keys_and_unfinished_work(
+    core_store: Store,
+) -> None:
+    with time_machine.travel(utcnow() - timedelta(days=8)):
+        with core_store.begin() as conn:
+            enqueue(core_store, conn, "wave", {"n": 1}, dedupe_key="wave:old")
+            enqueue(core_store, conn, "writeback", {"n": 2})
+            enqueue(core_store, conn, "writeback", {"n": 3})
+        queue = JobQueue(core_store, {"wave": lambda p: None, "writeback": lambda p: None})
+        queue.run_once("wave")
+        queue.claim("writeback", limit=1)  # n=2 done below; n=3 stays queued
+        with core_store.begin() as conn:
+            conn.execute(schema.jobs.update().where(schema.jobs.c.state == "running").values(state="done"))
+    with core_store.begin() as conn:
+        enqueue(core_store, conn, "writeback", {"n": 4})
+    JobQueue(core_store, {"writeback": lambda p: None}).run_once("writeback")  # n=3 and n=4 done now
+
+    assert 1 == JobQueue(core_store, {}).prune()
+    left = [(j["payload"]["n"], j["state"]) for j in jobs(core_store)]
+    assert [(1, "done"), (3, "done"), (4, "done")] == left
