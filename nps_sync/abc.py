@@ -31,6 +31,7 @@ from nps_sync.models import (
     OutboundMessage,
     Owner,
     PendingSend,
+    ProviderEvent,
     SendOutcome,
     TaskResult,
     TaskSpec,
@@ -202,6 +203,11 @@ class InboundSink(Protocol):
     ) -> bool:
         """Record a provider event; suppress the address when the event calls for it.
         Returns False when the event was seen before."""
+        ...
+
+    def delivery_events(self, events: Sequence[ProviderEvent]) -> list[bool]:
+        """``delivery_event`` for a webhook's batch of events, in one transaction: all are recorded
+        or none (the provider retries the batch). One flag per event: False when seen before."""
         ...
 
 

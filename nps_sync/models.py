@@ -238,3 +238,16 @@ class SendOutcome:
     reason: str | None = None
     suppress: bool = False
     transient: bool = False
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """A provider's event about a message (delivered, bounce, failed…), as a webhook reports it."""
+
+    provider: str
+    event_id: str
+    event: str
+    send_key: str | None
+    address: str | None
+    occurred_at: datetime | None
+    detail: str = ""

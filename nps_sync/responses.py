@@ -13,6 +13,7 @@ Answers are applied in the order they were received, whichever worker records th
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -23,7 +24,7 @@ from sqlalchemy import Connection, bindparam, delete, desc, select, update
 
 from nps_sync.abc import InboundReply
 from nps_sync.config import Config
-from nps_sync.models import Category
+from nps_sync.models import Category, ProviderEvent
 from nps_sync.queue import enqueue, enqueue_many
 from nps_sync.render import Renderer
 from nps_sync.sending import suppress
@@ -60,6 +61,9 @@ _PREVIOUS_CATEGORY = (
     .limit(1)
 )
 _INSERT_RESPONSE = _resp.insert()
+_SEND_BY_KEY = select(
+    _sends.c.id, _sends.c.channel, _sends.c.address, _sends.c.contact_id, _sends.c.state, _sends.c.claimed_at
+).where(_sends.c.send_key == bindparam("key"))
 _UPDATE_RESPONSE = update(_resp).where(_resp.c.id == bindparam("rid"))
 
 
@@ -425,49 +429,68 @@ class Responses:
         occurred_at: datetime | None,
         detail: str = "",
     ) -> bool:
+        return self.delivery_events(
+            [ProviderEvent(provider, event_id, event, send_key, address, occurred_at, detail)]
+        )[0]
+
+    def delivery_events(self, events: Sequence[ProviderEvent]) -> list[bool]:
+        """A webhook's batch of provider events in one transaction (a SendGrid post carries up to
+        hundreds): all recorded or none, so the provider's retry of a failed batch loses nothing."""
+        suppressed: Counter[str] = Counter()
         with self.store.begin() as conn:
-            if not self._first_time(conn, provider, event_id, event, send_key, detail):
-                return False
-            send = None
-            if send_key:
-                send = (
-                    conn.execute(select(schema.sends).where(schema.sends.c.send_key == send_key))
-                    .mappings()
-                    .first()
-                )
-            channel = send["channel"] if send else ("sms" if address and address.startswith("+") else "email")
-            norm = (send["address"] if send else None) or (
-                normalize_phone(address) if channel == "sms" else normalize_email(address)
+            new = [self._delivery_event_in(conn, e, suppressed) for e in events]
+        kinds = Counter(e.event for e, fresh in zip(events, new, strict=True) if fresh)
+        if events:
+            log.info(
+                "events.recorded",
+                provider=events[0].provider,
+                new=sum(new),
+                duplicates=len(new) - sum(new),
+                kinds=dict(kinds),
+                suppressed=dict(suppressed) or None,
             )
-            reason = SUPPRESSING_EVENTS.get(event)
-            if event in ("failed", "undelivered") and detail.strip() in ("21610", "21614", "21211"):
-                reason = "opted_out_at_provider" if detail.strip() == "21610" else "invalid_number"
-            if reason and norm:
-                suppress(
-                    self.store,
-                    conn,
-                    channel,
-                    norm,
-                    reason,
-                    provider,
-                    contact_id=send["contact_id"] if send else None,
-                )
-            if (
-                send is not None
-                and event in ("delivered", "failed", "undelivered", "bounce", "dropped")
-                and send["state"] == "unknown"
-            ):
-                # Provider evidence resolves a send left unknown by a crash.
-                state = "sent" if event == "delivered" else "failed"
-                # Like reconcile: a send that went out was sent when it was claimed (sent_at drives
-                # reminders, re-survey intervals and which survey an SMS reply answers).
-                sent_at = (send["claimed_at"] or occurred_at or utcnow()) if state == "sent" else None
-                conn.execute(
-                    update(schema.sends)
-                    .where(schema.sends.c.id == send["id"])
-                    .values(state=state, sent_at=sent_at, updated_at=utcnow())
-                )
-        log.info("event.recorded", provider=provider, kind=event, suppressed=bool(reason and norm))
+        return new
+
+    def _delivery_event_in(self, conn: Connection, e: ProviderEvent, suppressed: Counter[str]) -> bool:
+        if not self._first_time(conn, e.provider, e.event_id, e.event, e.send_key, e.detail):
+            return False
+        send = None
+        if e.send_key:
+            send = conn.execute(_SEND_BY_KEY, {"key": e.send_key}).mappings().first()
+        address = e.address
+        channel = send["channel"] if send else ("sms" if address and address.startswith("+") else "email")
+        norm = (send["address"] if send else None) or (
+            normalize_phone(address) if channel == "sms" else normalize_email(address)
+        )
+        reason = SUPPRESSING_EVENTS.get(e.event)
+        if e.event in ("failed", "undelivered") and e.detail.strip() in ("21610", "21614", "21211"):
+            reason = "opted_out_at_provider" if e.detail.strip() == "21610" else "invalid_number"
+        if reason and norm:
+            suppress(
+                self.store,
+                conn,
+                channel,
+                norm,
+                reason,
+                e.provider,
+                contact_id=send["contact_id"] if send else None,
+            )
+            suppressed[reason] += 1
+        if (
+            send is not None
+            and e.event in ("delivered", "failed", "undelivered", "bounce", "dropped")
+            and send["state"] == "unknown"
+        ):
+            # Provider evidence resolves a send left unknown by a crash.
+            state = "sent" if e.event == "delivered" else "failed"
+            # Like reconcile: a send that went out was sent when it was claimed (sent_at drives
+            # reminders, re-survey intervals and which survey an SMS reply answers).
+            sent_at = (send["claimed_at"] or e.occurred_at or utcnow()) if state == "sent" else None
+            conn.execute(
+                update(schema.sends)
+                .where(schema.sends.c.id == send["id"])
+                .values(state=state, sent_at=sent_at, updated_at=utcnow())
+            )
         return True
 
 

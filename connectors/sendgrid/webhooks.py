@@ -2,8 +2,9 @@
 
 Order of checks, cheapest and safest first: body size (413), signature headers present and the
 timestamp inside the window (403), the ECDSA signature over the *raw* bytes (403), then JSON (400).
-Each event goes to ``InboundSink.delivery_event``, which deduplicates on ``sg_event_id`` in the
-database; the answer is 2xx only after every event was handed over, so SendGrid retries otherwise.
+A post's events go to ``InboundSink.delivery_events`` together (one transaction), which
+deduplicates on ``sg_event_id`` in the database; the answer is 2xx only after every event was
+recorded, so SendGrid retries otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from nps_sync.connectors.sendgrid.mapping import (
     TIMESTAMP_HEADER,
     WEBHOOK_PATH,
 )
+from nps_sync.models import ProviderEvent
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -77,28 +79,28 @@ def _detail(event: dict[str, Any]) -> str:
 
 
 def _deliver(inbound: InboundSink, events: list[dict[str, Any]]) -> tuple[int, int, int]:
-    recorded = duplicates = skipped = 0
+    """Record a post's events in one transaction; returns (recorded, duplicates, skipped)."""
+    batch: list[ProviderEvent] = []
     for event in events:
         event_id, kind = event.get("sg_event_id"), event.get("event")
         if not isinstance(event_id, str) or not event_id or not isinstance(kind, str) or not kind:
-            skipped += 1
             continue
         send_key = event.get(SEND_KEY_ARG)
         email = event.get("email")
-        new = inbound.delivery_event(
-            provider="sendgrid",
-            event_id=event_id,
-            event=kind,
-            send_key=send_key if isinstance(send_key, str) and send_key else None,
-            address=email if isinstance(email, str) and email else None,
-            occurred_at=_occurred_at(event.get("timestamp")),
-            detail=_detail(event),
+        batch.append(
+            ProviderEvent(
+                provider="sendgrid",
+                event_id=event_id,
+                event=kind,
+                send_key=send_key if isinstance(send_key, str) and send_key else None,
+                address=email if isinstance(email, str) and email else None,
+                occurred_at=_occurred_at(event.get("timestamp")),
+                detail=_detail(event),
+            )
         )
-        if new:
-            recorded += 1
-        else:
-            duplicates += 1
-    return recorded, duplicates, skipped
+    new = inbound.delivery_events(batch) if batch else []
+    recorded = sum(new)
+    return recorded, len(new) - recorded, len(events) - len(batch)
 
 
 def event_routes(

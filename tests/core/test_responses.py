@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 import time_machine
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, event, func, select
 
 from nps_sync.errors import NpsSyncError
+from nps_sync.models import ProviderEvent
 from nps_sync.responses import RecordedResponse, ResponseError, Responses
 from nps_sync.runtime import Runtime
 from nps_sync.store import schema
@@ -357,6 +358,43 @@ def test_a_duplicate_event_returns_false_and_changes_nothing(rt: Runtime) -> Non
         assert 1 == conn.execute(select(func.count()).select_from(schema.inbound_events)).scalar_one()
     assert 1 == len(suppressions(rt.store))
     assert 1 == len(jobs(rt.store, "crm_opt_out"))
+
+
+def test_a_webhook_batch_commits_once_and_flags_each_event_new_or_seen(rt: Runtime) -> None:
+    first, second = seeded_contacts(rt, 2)
+    add_send(rt, first, key="k1", state="sent", sent_at=utcnow())
+    add_send(rt, second, key="k2", state="sent", sent_at=utcnow())
+    rt.responses.delivery_event(
+        provider="sendgrid", event_id="ev1", event="delivered", send_key="k1", address=None, occurred_at=None
+    )
+    commits: list[int] = []
+    event.listen(rt.store.engine, "commit", lambda conn: commits.append(1))
+    batch = [
+        ProviderEvent("sendgrid", "ev1", "delivered", "k1", None, None),  # seen before
+        ProviderEvent("sendgrid", "ev2", "delivered", "k2", None, None),
+        ProviderEvent("sendgrid", "ev3", "bounce", "k2", None, None),
+        ProviderEvent("sendgrid", "ev3", "bounce", "k2", None, None),  # twice in one post
+    ]
+    assert [False, True, True, False] == rt.responses.delivery_events(batch)
+    assert 1 == len(commits)
+    assert [("email", send_row(rt.store, "k2")["address"], "bounced")] == suppressions(rt.store)
+
+
+def test_a_webhook_batch_that_fails_records_none_of_its_events(rt: Runtime) -> None:
+    add_send(rt, seeded_contacts(rt, 1)[0], key="k", state="sent", sent_at=utcnow())
+    batch = [
+        ProviderEvent("sendgrid", "ev1", "bounce", "k", None, None),
+        ProviderEvent("sendgrid", "ev2", "delivered", "k", None, None),
+    ]
+    # A malformed second event fails the batch after the first one's rows were written.
+    broken = [batch[0], ProviderEvent("sendgrid", "ev2", "delivered", "k", None, None, detail=None)]  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        rt.responses.delivery_events(broken)
+    assert [] == suppressions(rt.store)
+    with rt.store.read() as conn:
+        assert 0 == conn.execute(select(func.count()).select_from(schema.inbound_events)).scalar_one()
+    # The provider's retry of the batch records everything.
+    assert [True, True] == rt.responses.delivery_events(batch)
 
 
 def test_an_sms_answer_that_failed_to_commit_is_recorded_when_the_provider_retries(rt: Runtime) -> None:

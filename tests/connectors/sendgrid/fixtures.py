@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nps_sync.abc import ConnectorContext, InboundReply
 from nps_sync.connectors.sendgrid import CONNECTOR, SendGridChannel
-from nps_sync.models import OutboundMessage, TaggedContent
+from nps_sync.models import OutboundMessage, ProviderEvent, TaggedContent
 from nps_sync.secrets import Secrets
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
@@ -61,23 +61,31 @@ class StoreSink:
         occurred_at: datetime | None,
         detail: str = "",
     ) -> bool:
+        return self.delivery_events(
+            [ProviderEvent(provider, event_id, event, send_key, address, occurred_at, detail)]
+        )[0]
+
+    def delivery_events(self, events: Sequence[ProviderEvent]) -> list[bool]:
         if self.fail:
             raise RuntimeError("database is down")
         with self.store.begin() as conn:
-            return self.store.insert_ignore(
-                conn,
-                schema.inbound_events,
-                {
-                    "provider": provider,
-                    "event_id": event_id,
-                    "kind": event,
-                    "send_key": send_key,
-                    "detail": detail,
-                    "received_at": utcnow(),
-                },
-                "provider",
-                "event_id",
-            )
+            return [
+                self.store.insert_ignore(
+                    conn,
+                    schema.inbound_events,
+                    {
+                        "provider": e.provider,
+                        "event_id": e.event_id,
+                        "kind": e.event,
+                        "send_key": e.send_key,
+                        "detail": e.detail,
+                        "received_at": utcnow(),
+                    },
+                    "provider",
+                    "event_id",
+                )
+                for e in events
+            ]
 
     def rows(self) -> list[dict[str, Any]]:
         with self.store.read() as conn:

@@ -21,6 +21,7 @@ from twilio.request_validator import RequestValidator
 
 from nps_sync.abc import ConnectorContext, InboundReply, InboundSink
 from nps_sync.connectors.twilio import CONNECTOR, TwilioChannel
+from nps_sync.models import ProviderEvent
 from nps_sync.secrets import Secrets
 from nps_sync.sms_text import parse_sms
 from nps_sync.store import schema
@@ -90,6 +91,12 @@ class RecordingSink:
         detail: str = "",
     ) -> bool:
         return self._record(provider, event_id, event, send_key, f"{address}:{detail}")
+
+    def delivery_events(self, events: Sequence[ProviderEvent]) -> list[bool]:
+        return [
+            self._record(e.provider, e.event_id, e.event, e.send_key, f"{e.address}:{e.detail}")
+            for e in events
+        ]
 
     def events(self) -> list[dict[str, Any]]:
         with self.store.read() as conn:
