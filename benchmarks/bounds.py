@@ -99,7 +99,9 @@ def floor(
         calls["tasks"] = c(t, HS_BATCH)
         calls["task-key lookup"] = c(t, HS_BATCH)
         calls["owners"] = 1 if t else 0
-        calls["fixed"] = 1 if w else 0  # one property read (cached) before writing
+        # One property read (kept) per object type written before its first write: contacts, and
+        # companies for the roll-up. HubSpot has no call that reads two object types' properties.
+        calls["fixed"] = (1 if w else 0) + (1 if aw else 0)
         total = sum(v for k, v in calls.items() if k != "task-key lookup")  # searches: a limit of their own
         rate = max(HS_WINDOW_SECONDS * ((total - 1) // HS_WINDOW_CALLS), calls["task-key lookup"] / 5.0)
         sequential = c(n, HS_PAGE) * latency  # cursor paging: each page needs the previous one's cursor
