@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -128,12 +128,10 @@ def abandoned_claimers(
             .group_by(jobs.c.locked_by)
         ).all()
     for worker, oldest in held:
-        if worker is None:
-            continue
-        if oldest is not None and oldest.tzinfo is None:  # SQLite keeps UTC without the zone
-            oldest = oldest.replace(tzinfo=timezone.utc)
-        known = claimers.get(worker)
-        claimers[worker] = oldest if known is None or (oldest is not None and oldest < known) else known
+        if worker is not None:
+            known = claimers.get(worker, oldest)
+            # No claim time at all counts as the oldest (a claimer that never said when).
+            claimers[worker] = None if known is None or oldest is None else min(known, oldest)
     live = replicas.live(REPLICA_DEAD_AFTER, now) - ({replicas.id} if startup else set())
     dead = [
         worker

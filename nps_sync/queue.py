@@ -51,6 +51,26 @@ class Linger:
 _INSERT_JOB = schema.jobs.insert()
 
 
+def _job_row(
+    kind: str,
+    payload: Mapping[str, Any],
+    dedupe_key: str | None,
+    now: datetime,
+    run_at: datetime | None = None,
+) -> dict[str, Any]:
+    """A queued job's row, due at ``run_at`` (default now)."""
+    return {
+        "kind": kind,
+        "payload": dict(payload),
+        "dedupe_key": dedupe_key,
+        "state": "queued",
+        "run_at": run_at or now,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def enqueue(
     store: Store,
     conn: Connection,
@@ -62,17 +82,7 @@ def enqueue(
 ) -> bool:
     """Add a job in the caller's transaction. With ``dedupe_key`` a second job with the same key is
     silently dropped. Returns True when a job was added."""
-    now = utcnow()
-    values = {
-        "kind": kind,
-        "payload": dict(payload),
-        "dedupe_key": dedupe_key,
-        "state": "queued",
-        "run_at": run_at or now,
-        "attempts": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
+    values = _job_row(kind, payload, dedupe_key, utcnow(), run_at)
     if dedupe_key is None:
         conn.execute(_INSERT_JOB, values)
         return True
@@ -87,26 +97,9 @@ def enqueue_coalesced(
     if not payloads:
         return
     now = utcnow()
-    rows = [
-        {
-            "kind": kind,
-            "payload": dict(payload),
-            "dedupe_key": key,
-            "state": "queued",
-            "run_at": now,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for key, payload in payloads.items()
-    ]
+    rows = [_job_row(kind, payload, key, now) for key, payload in payloads.items()]
     store.insert_ignore_many(conn, schema.jobs, rows, "dedupe_key")
     touch(conn, kind, list(payloads))
-
-
-def _aware(moment: datetime, now: datetime) -> datetime:
-    """SQLite returns naive UTC timestamps."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=now.tzinfo)
 
 
 def touch(conn: Connection, kind: str, dedupe_keys: Sequence[str]) -> None:
@@ -124,19 +117,7 @@ def touch(conn: Connection, kind: str, dedupe_keys: Sequence[str]) -> None:
 def enqueue_many(conn: Connection, kind: str, payloads: Sequence[Mapping[str, Any]]) -> None:
     """Add jobs of one kind, due now, in one executemany (no dedupe keys)."""
     now = utcnow()
-    rows = [
-        {
-            "kind": kind,
-            "payload": dict(p),
-            "dedupe_key": None,
-            "state": "queued",
-            "run_at": now,
-            "attempts": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        for p in payloads
-    ]
+    rows = [_job_row(kind, p, None, now) for p in payloads]
     if rows:
         conn.execute(_INSERT_JOB, rows)
 
@@ -255,9 +236,9 @@ class JobQueue:
             linger = self.lingers.get(kind)
             if linger is None or row.n >= self.batch_sizes.get(kind, 1):
                 return kind
-            if _aware(row.oldest, now) <= now - linger.longest:
+            if row.oldest <= now - linger.longest:
                 return kind
-            last = max(_aware(row.newest, now), _aware(row.touched, now))
+            last = max(row.newest, row.touched)  # UtcDateTime: aware on SQLite too
             if last <= now - linger.quiet and not self._busy(conn, linger.after, pending):
                 return kind
         return None

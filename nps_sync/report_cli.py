@@ -19,6 +19,7 @@ from rich.table import Table
 from nps_sync.analytics.nps import PERIODS, NpsStat, Period
 from nps_sync.analytics.report import Report, build_report, parse_since
 from nps_sync.analytics.transitions import CATEGORIES
+from nps_sync.cli_options import config_option
 
 FORMATS = ("table", "csv", "json", "markdown")
 CSV_COLUMNS = (
@@ -271,15 +272,7 @@ def write_png(report: Report, path: Path) -> None:
 
 
 @click.command("report")
-@click.option(
-    "--config",
-    "config_path",
-    envvar="NPS_SYNC_CONFIG",
-    default="config.toml",
-    show_default=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The config file (or $NPS_SYNC_CONFIG).",
-)
+@config_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--program", default=None, help="One program (default: all).")
 @click.option("--since", default=None, help="A date (2026-01-31) or a duration back from now (90d, 12w).")

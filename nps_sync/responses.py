@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -51,8 +51,9 @@ ANSWER_JOB = "answer"
 
 # Recording an answer runs these for every answer: built once, they are compiled and keyed once.
 _resp, _sends = schema.responses, schema.sends
-_SEND_BY_ID = select(_sends).where(_sends.c.id == bindparam("id"))
-_SEND_BY_ID_LOCKED = _SEND_BY_ID.with_for_update()
+#: A send by its id (``{"id": …}``); the survey pages read their send with it too.
+SEND_BY_ID = select(_sends).where(_sends.c.id == bindparam("id"))
+_SEND_BY_ID_LOCKED = SEND_BY_ID.with_for_update()
 _RESPONSE_BY_SEND = select(_resp).where(_resp.c.send_id == bindparam("send_id"))
 _PREVIOUS_CATEGORY = (
     select(_resp.c.category)
@@ -182,14 +183,14 @@ class Responses:
             raise ResponseError(str(exc)) from exc
         comment = (comment or "").strip()[:5000] or None
         now = at or utcnow()
-        query = _SEND_BY_ID if self.store.is_sqlite else _SEND_BY_ID_LOCKED
+        query = SEND_BY_ID if self.store.is_sqlite else _SEND_BY_ID_LOCKED
         # On PostgreSQL the survey's row is locked: two replicas recording answers to one survey
         # take turns, the second finding the first one's response (SQLite has one writer anyway).
         send = conn.execute(query, {"id": send_id}).mappings().first()
         if send is None or send["kind"] not in ("survey",):
             raise ResponseError(f"no survey with id {send_id}")
         existing = conn.execute(_RESPONSE_BY_SEND, {"send_id": send_id}).mappings().first()
-        if existing is not None and _aware(existing["updated_at"]) > now:
+        if existing is not None and existing["updated_at"] > now:
             return None
         previous = conn.execute(
             _PREVIOUS_CATEGORY, {"contact_id": send["contact_id"], "send_id": send_id}
@@ -492,11 +493,6 @@ class Responses:
                 .values(state=state, sent_at=sent_at, updated_at=utcnow())
             )
         return True
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands timestamps back without their zone (they are stored in UTC)."""
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def contact_for(response: RecordedResponse) -> Any:

@@ -21,7 +21,7 @@ from sqlalchemy import desc, select
 from nps_sync.abc import CRM
 from nps_sync.errors import ConnectorUnavailable
 from nps_sync.faults import crash_point
-from nps_sync.models import AccountUpdate, ContactUpdate
+from nps_sync.models import AccountUpdate, BatchResult, ContactUpdate
 from nps_sync.queue import enqueue_coalesced
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
@@ -84,14 +84,7 @@ class WriteBack:
         updates = self.contact_updates(contact_ids)
         result = self.crm.update_contacts(updates)
         crash_point("writeback.after_crm")
-        transient = [f for f in result.failed if f.transient]
-        for failure in result.failed:
-            log.warning(
-                "writeback.contact_failed",
-                contact_id=failure.record_id,
-                reason=failure.reason,
-                transient=failure.transient,
-            )
+        transient = _log_failures(result, "writeback.contact_failed", "contact_id")
         if account_ids:
             with self.store.begin() as conn:
                 enqueue_coalesced(
@@ -99,21 +92,17 @@ class WriteBack:
                 )
         log.info("writeback.done", contacts=len(result.succeeded), accounts_queued=len(account_ids))
         if transient:
-            raise ConnectorUnavailable(f"{len(transient)} records failed transiently; retrying the batch")
+            raise ConnectorUnavailable(f"{transient} records failed transiently; retrying the batch")
 
     def rollup(self, payloads: Sequence[Mapping[str, Any]]) -> None:
         """Job handler for ``account_rollup``: one roll-up per distinct account of the batch, computed
         from the store now (so it covers every answer recorded so far) and written in batched calls."""
         account_ids = sorted({p["account_id"] for p in payloads})
         result = self.crm.update_accounts(account_rollup(self.store, account_ids, self.account_window))
-        transient = []
-        for failure in result.failed:
-            log.warning("writeback.account_failed", account_id=failure.record_id, reason=failure.reason)
-            if failure.transient:
-                transient.append(failure)
+        transient = _log_failures(result, "writeback.account_failed", "account_id")
         log.info("writeback.accounts_done", accounts=len(result.succeeded), jobs=len(payloads))
         if transient:
-            raise ConnectorUnavailable(f"{len(transient)} accounts failed transiently; retrying the batch")
+            raise ConnectorUnavailable(f"{transient} accounts failed transiently; retrying the batch")
 
     def contact_updates(self, contact_ids: Sequence[str]) -> list[ContactUpdate]:
         resp, sends = schema.responses, schema.sends
@@ -152,13 +141,15 @@ class WriteBack:
             for p in payloads
         ]
         result = self.crm.update_contacts(updates)
-        for failure in result.failed:
-            # Our suppression holds either way, but other tools reading the CRM would still send.
-            log.warning(
-                "writeback.opt_out_failed",
-                contact_id=failure.record_id,
-                reason=failure.reason,
-                transient=failure.transient,
-            )
-        if any(f.transient for f in result.failed):
+        # Our suppression holds either way, but other tools reading the CRM would still send.
+        if _log_failures(result, "writeback.opt_out_failed", "contact_id"):
             raise ConnectorUnavailable("opt-out write-back failed transiently; retrying")
+
+
+def _log_failures(result: BatchResult, event: str, id_field: str) -> int:
+    """Log each record the CRM refused; returns how many failed transiently (the batch is retried)."""
+    for failure in result.failed:
+        log.warning(
+            event, **{id_field: failure.record_id}, reason=failure.reason, transient=failure.transient
+        )
+    return sum(1 for f in result.failed if f.transient)

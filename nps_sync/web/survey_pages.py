@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from nps_sync.errors import TokenError
 from nps_sync.models import Category
-from nps_sync.responses import ResponseError
+from nps_sync.responses import SEND_BY_ID, ResponseError
 from nps_sync.runtime import Runtime
 from nps_sync.store import schema
 from nps_sync.web.render import page
@@ -43,13 +43,9 @@ def _error(request: Request, status: int, heading: str, text: str) -> HTMLRespon
     return page(request, "message.html", {"heading": heading, "text": text}, status_code=status)
 
 
-#: Every survey page reads its send: built once, compiled and keyed once.
-_SEND_BY_ID = select(schema.sends).where(schema.sends.c.id == bindparam("id"))
-
-
 def _send(rt: Runtime, send_id: int) -> dict[str, Any] | None:
     with rt.store.read() as conn:
-        row = conn.execute(_SEND_BY_ID, {"id": send_id}).mappings().first()
+        row = conn.execute(SEND_BY_ID, {"id": send_id}).mappings().first()
     return dict(row) if row else None
 
 

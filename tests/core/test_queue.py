@@ -266,6 +266,17 @@ def test_a_kind_waits_while_the_kind_it_follows_is_due_or_running(core_store: St
 # --- coalesced jobs -------------------------------------------------------------------------------
 
 
+def coalescing(store: Store, ran: list[list[str]]) -> JobQueue:
+    """A queue coalescing kind ``r``: quiet gap 2 s, longest wait 60 s; batches go to ``ran``."""
+    return JobQueue(
+        store,
+        {"r": lambda ps: ran.append(sorted(p["key"] for p in ps))},
+        batch_sizes={"r": 100},
+        lingers={"r": Linger(quiet=timedelta(seconds=2), longest=timedelta(seconds=60))},
+        coalesce={"r"},
+    )
+
+
 def coalesce(store: Store, *keys: str) -> None:
     with store.begin() as conn:
         enqueue_coalesced(store, conn, "r", {k: {"key": k} for k in keys})
@@ -273,13 +284,7 @@ def coalesce(store: Store, *keys: str) -> None:
 
 def test_coalesced_jobs_are_one_per_key_and_a_touch_restarts_the_quiet_gap(core_store: Store) -> None:
     ran: list[list[str]] = []
-    queue = JobQueue(
-        core_store,
-        {"r": lambda ps: ran.append(sorted(p["key"] for p in ps))},
-        batch_sizes={"r": 100},
-        lingers={"r": Linger(quiet=timedelta(seconds=2), longest=timedelta(seconds=60))},
-        coalesce={"r"},
-    )
+    queue = coalescing(core_store, ran)
     with time_machine.travel(utcnow(), tick=False) as clock:
         coalesce(core_store, "r:A", "r:B")
         clock.shift(timedelta(seconds=1.5))
@@ -296,13 +301,7 @@ def test_coalesced_jobs_are_one_per_key_and_a_touch_restarts_the_quiet_gap(core_
 
 def test_touches_do_not_delay_a_coalesced_job_past_its_longest_wait(core_store: Store) -> None:
     ran: list[list[str]] = []
-    queue = JobQueue(
-        core_store,
-        {"r": lambda ps: ran.append(sorted(p["key"] for p in ps))},
-        batch_sizes={"r": 100},
-        lingers={"r": Linger(quiet=timedelta(seconds=2), longest=timedelta(seconds=60))},
-        coalesce={"r"},
-    )
+    queue = coalescing(core_store, ran)
     with time_machine.travel(utcnow(), tick=False) as clock:
         coalesce(core_store, "r:A")
         for _ in range(59):
