@@ -7,6 +7,7 @@ import sys
 import time
 import traceback
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from benchmarks import baseline, bounds, report, scenario
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--skip-100k-sms", action="store_true", help="leave out the 100,000-contact SMS waves")
     run.add_argument("--load-seconds", type=float, default=10.0)
     run.add_argument(
+        "--results", type=Path, default=report.RESULTS, help="where to write (default benchmarks/results)"
+    )
+    run.add_argument(
         "--append", action="store_true", help="add to the existing results instead of replacing them"
     )
     sub.add_parser("report", help="write results.md and results.png again from results.json")
@@ -63,11 +67,27 @@ def main(argv: list[str] | None = None) -> int:
     only = [p for p in args.only.split(",") if p]
 
     def wanted(name: str) -> bool:
-        return not only or any(name.startswith(p) for p in only)
+        # A full scenario name selects that scenario alone (salesforce-sms-10000 is not also
+        # salesforce-sms-100000); anything else is a prefix.
+        return not only or any(name == p or (name.startswith(p) and p not in names) for p in only)
 
     latency = args.latency_ms / 1000
     entries: list[tuple[Any, bounds.Floor]] = []
     loads: list[dict[str, Any]] = []
+    previous = report.previous_results(args.results) if args.append else None
+    meta = {
+        "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
+        "started": started.strftime("%Y-%m-%d %H:%M"),
+        "latency_ms": args.latency_ms,
+        "sms_mps": args.sms_mps,
+        "load": loads,
+    }
+
+    def save() -> None:
+        # After every scenario: a run stopped half-way keeps what it measured.
+        meta["finished"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
+        print(f"wrote {report.write(entries, meta, args.results, previous=previous)}", flush=True)
+
     emu = Emulators(args.latency_ms)
     try:
         jobs: list[tuple[str, Any]] = []
@@ -79,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             (f"baseline-{c}-{ch}-{n}", lambda c=c, ch=ch, n=n: baseline.run_baseline(emu, c, ch, n))
             for c, ch, n in bases
         ]
+        names = {name for name, _ in jobs} | {"load-sqlite", "load-postgresql"}
         for name, job in jobs:
             if not wanted(name):
                 continue
@@ -107,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{bounds.grouped(r.calls)} vs {f.calls}",
                 flush=True,
             )
+            save()
         for database in ("sqlite", "postgresql"):
             if not wanted(f"load-{database}"):
                 continue
@@ -114,19 +136,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 loads.append(scenario.run_load(emu, database, 500.0, args.load_seconds))
                 print(f"   {loads[-1]}", flush=True)
+                save()
             except Exception:
                 traceback.print_exc()
     finally:
         emu.close()
-    meta = {
-        "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
-        "started": started.strftime("%Y-%m-%d %H:%M"),
-        "finished": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "latency_ms": args.latency_ms,
-        "sms_mps": args.sms_mps,
-        "load": loads,
-    }
-    print(f"wrote {report.write(entries, meta, append=args.append)}")
+    save()
     return 0
 
 

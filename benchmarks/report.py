@@ -153,16 +153,27 @@ def machine() -> str:
     )
 
 
+def previous_results(folder: Path = RESULTS) -> dict[str, Any] | None:
+    """The results.json a run starts from (read once: the run rewrites it after every scenario)."""
+    path = folder / "results.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def write(
-    entries: list[tuple[Any, Floor]], meta: dict[str, Any], folder: Path = RESULTS, *, append: bool = False
+    entries: list[tuple[Any, Floor]],
+    meta: dict[str, Any],
+    folder: Path = RESULTS,
+    *,
+    previous: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the report; with ``append`` the scenarios of the previous results.json are kept unless
-    this run measured them again (so a long scenario can be run on its own and added)."""
+    """Write the report. With ``previous`` (the results.json the run started from: ``--append``) its
+    scenarios are kept unless this run measured them again, so a long scenario can be run on its own
+    and added."""
     folder.mkdir(parents=True, exist_ok=True)
     data = [{"result": asdict(r), "floor": asdict(f)} for r, f in entries]
-    previous = folder / "results.json"
-    if append and previous.exists():
-        old = json.loads(previous.read_text())
+    meta = dict(meta)
+    if previous is not None:
+        old = previous
         names = {e["result"]["name"] for e in data}
         data = [e for e in old["entries"] if e["result"]["name"] not in names] + data
         databases = {lo["database"] for lo in meta.get("load", [])}
