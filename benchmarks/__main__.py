@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--skip-100k-sms", action="store_true", help="leave out the 100,000-contact SMS waves")
     run.add_argument("--load-seconds", type=float, default=10.0)
     run.add_argument(
+        "--web-processes",
+        type=int,
+        default=1,
+        help="[daemon] web_processes for the POST /r throughput test (default 1; 0 = a thread of the daemon)",
+    )
+    run.add_argument(
         "--results", type=Path, default=report.RESULTS, help="where to write (default benchmarks/results)"
     )
     run.add_argument(
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"== load-{database} …", flush=True)
             try:
-                loads.append(scenario.run_load(emu, database, 500.0, args.load_seconds))
+                loads.append(scenario.run_load(emu, database, 500.0, args.load_seconds, args.web_processes))
                 print(f"   {loads[-1]}", flush=True)
                 save()
             except Exception:

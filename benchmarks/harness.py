@@ -141,6 +141,7 @@ def start_daemon(
     sms_mps: float = 100.0,
     paused: bool = False,
     run_on_start: bool = True,
+    web_processes: int = 0,
 ) -> tuple[DaemonProcess, Store]:
     folder = WORK / name
     if folder.exists():
@@ -156,6 +157,8 @@ def start_daemon(
     }
     if database_url:
         daemon_table["database_url"] = database_url
+    if web_processes:
+        daemon_table["web_processes"] = web_processes
     config = write_config(
         folder / "config.toml",
         port=port,

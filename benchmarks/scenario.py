@@ -195,8 +195,11 @@ async def _respond(
     return {s["contact_id"]: due[i] for i, s in enumerate(chosen)}
 
 
-def run_load(emu: Emulators, database: str, rate: float, seconds: float) -> dict[str, Any]:
-    """POST /r/{token} at ``rate`` a second from the load generator's own process."""
+def run_load(
+    emu: Emulators, database: str, rate: float, seconds: float, web_processes: int
+) -> dict[str, Any]:
+    """POST /r/{token} at ``rate`` a second from the load generator's own process, the daemon serving
+    HTTP from ``web_processes`` processes of their own (0: from a thread of the daemon)."""
     import json
     import subprocess
     import sys
@@ -220,7 +223,9 @@ def run_load(emu: Emulators, database: str, rate: float, seconds: float) -> dict
         url = "postgresql+psycopg://postgres@127.0.0.1:5432/nps_bench"
     emu.call("/reset")
     emu.call("/seed", crm="salesforce", n=n, zone=afternoon_zone(), accounts=max(10, n // 100))
-    daemon, store = start_daemon(emu, f"load-{database}", "salesforce", "email", database_url=url)
+    daemon, store = start_daemon(
+        emu, f"load-{database}", "salesforce", "email", database_url=url, web_processes=web_processes
+    )
     sends = schema.sends
     try:
         wait_until(
@@ -254,6 +259,7 @@ def run_load(emu: Emulators, database: str, rate: float, seconds: float) -> dict
         )
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         result["database"] = "SQLite" if database == "sqlite" else "PostgreSQL"
+        result["web_processes"] = web_processes
         return result
     finally:
         daemon.stop()

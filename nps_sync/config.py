@@ -130,6 +130,8 @@ class DaemonConfig(Frozen):
     signing_keys_secret: str = "NPS_SYNC_SIGNING_KEYS"  # noqa: S105 - the secret's name, not its value
     run_on_start: bool = True
     workers: int = Field(default=2, ge=1, le=32)
+    #: 0: HTTP is served from a thread of the daemon; N: from N processes of their own.
+    web_processes: int = Field(default=0, ge=0, le=16)
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     survey_link_max_age: Duration = timedelta(days=60)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import signal
 import threading
@@ -40,6 +41,7 @@ from nps_sync.runtime import Runtime
 from nps_sync.scheduler import Scheduler
 from nps_sync.sdnotify import Notifier
 from nps_sync.web import create_app
+from nps_sync.web.processes import WebProcesses, disabled_key, listen_socket
 
 log = structlog.get_logger("nps_sync.daemon")
 
@@ -118,25 +120,21 @@ class Daemon:
             beating.start()
             leadership = Leadership(self.rt.store, replicas)
             app = SwappableApp(create_app(self.rt))
-            server = uvicorn.Server(
-                uvicorn.Config(
-                    app,
-                    host=config.daemon.listen_host,
-                    port=config.daemon.listen_port,
-                    log_level="warning",
-                    # The app reads the peer address itself (admin pages, trusted proxies, rate limits).
-                    proxy_headers=False,
-                    access_log=False,
-                    lifespan="off",
+            server: uvicorn.Server | None = None
+            web: threading.Thread | None = None
+            processes: WebProcesses | None = None
+            if config.daemon.web_processes:
+                processes = WebProcesses(
+                    config.daemon.web_processes,
+                    listen_socket(config.daemon.listen_host, config.daemon.listen_port),
+                    replica_id=replicas.id,
+                    environ=self.environ,
+                    on_work=self._wake_workers,
                 )
-            )
-            web = threading.Thread(target=server.run, name="web", daemon=True)
-            web.start()
-            deadline = time.monotonic() + 15
-            while not server.started and web.is_alive() and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if not server.started:
-                raise NpsSyncError(f"the web server could not listen on {config.daemon.listen}")
+                processes.start(self.config_path)
+            else:
+                server, web = self._serve_in_thread(app, config)
+            published: dict[str, str] = {}
             scheduler = Scheduler(self.rt.store, config)
             maintenance: Maintenance | None = None
             if leadership.check() and config.daemon.run_on_start:
@@ -157,10 +155,14 @@ class Daemon:
             while not self.stop.is_set():
                 if self.reload_requested.is_set():
                     self.reload_requested.clear()
-                    scheduler = self._reload(app, scheduler, workers)
+                    scheduler = self._reload(app, scheduler, workers, processes)
                     assert self.rt is not None
                     replicas.store = self.rt.store
                     maintenance = None  # rebuilt on the new store, resuming from the claimed ticks
+                    published = {}
+                if processes is not None:
+                    processes.check()
+                    published = self._publish_disabled(replicas.id, published)
                 try:
                     if time.monotonic() - last_election >= ELECTION_EVERY:
                         last_election = time.monotonic()
@@ -190,8 +192,12 @@ class Daemon:
             self.notifier.stopping()
             log.info("daemon.stopping")
             self._stop_workers(workers)
-            server.should_exit = True
-            web.join(timeout=10)
+            if processes is not None:
+                processes.stop()
+                processes.sock.close()
+            if server is not None and web is not None:
+                server.should_exit = True
+                web.join(timeout=10)
             leadership.release()
             self.beating_stop.set()
             beating.join(timeout=5)
@@ -199,6 +205,43 @@ class Daemon:
             self.rt.close()
             log.info("daemon.stopped")
         return 0
+
+    def _serve_in_thread(
+        self, app: SwappableApp, config: config_mod.Config
+    ) -> tuple[uvicorn.Server, threading.Thread]:
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=config.daemon.listen_host,
+                port=config.daemon.listen_port,
+                log_level="warning",
+                # The app reads the peer address itself (admin pages, trusted proxies, rate limits).
+                proxy_headers=False,
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        web = threading.Thread(target=server.run, name="web", daemon=True)
+        web.start()
+        deadline = time.monotonic() + 15
+        while not server.started and web.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if not server.started:
+            raise NpsSyncError(f"the web server could not listen on {config.daemon.listen}")
+        return server, web
+
+    def _wake_workers(self) -> None:
+        # A web process queued work (an answer, a testimonial note): idle workers start at once.
+        if self.rt is not None:
+            self.rt.responses.work_queued.set()
+
+    def _publish_disabled(self, replica_id: str, published: dict[str, str]) -> dict[str, str]:
+        """Web processes answer /healthz: they read the channels this replica disabled from the database."""
+        assert self.rt is not None
+        disabled = dict(self.rt.sender.disabled)
+        if disabled != published:
+            self.rt.store.set_setting(disabled_key(replica_id), json.dumps(disabled))
+        return disabled
 
     def _install_signals(self) -> None:
         def on_term(signum: int, frame: FrameType | None) -> None:
@@ -211,7 +254,9 @@ class Daemon:
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
 
-    def _reload(self, app: SwappableApp, scheduler: Scheduler, workers: list[Any]) -> Scheduler:
+    def _reload(
+        self, app: SwappableApp, scheduler: Scheduler, workers: list[Any], processes: WebProcesses | None
+    ) -> Scheduler:
         self.notifier.reloading()
         try:
             config = config_mod.load(self.config_path)
@@ -228,6 +273,24 @@ class Daemon:
         old, self.rt = self.rt, new_rt
         app.app = new_app
         workers[:] = self._start_workers(config.daemon.workers)
+        if old is not None and (
+            (config.daemon.web_processes > 0) != (processes is not None)
+            or config.daemon.listen != old.config.daemon.listen
+        ):
+            log.warning(
+                "config.restart_needed",
+                file=str(self.config_path),
+                keys=["daemon.listen", "daemon.web_processes"],
+                effect="the web server keeps its address and mode until the daemon restarts",
+            )
+        if processes is not None and config.daemon.web_processes:
+            processes.count = config.daemon.web_processes
+            try:
+                processes.replace(self.config_path)
+            except NpsSyncError as exc:
+                log.error(
+                    "web.reload_failed", error=str(exc), effect="the previous web processes keep serving"
+                )
         if old is not None:
             old.close()
         log.info("config.reloaded", file=str(self.config_path), programs=[p.name for p in config.program])

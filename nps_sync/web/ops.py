@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -55,7 +55,7 @@ class StoreCollector(Collector):
         )
 
 
-def routes(rt: Runtime) -> list[Route]:
+def routes(rt: Runtime, disabled_channels: Callable[[], dict[str, str]]) -> list[Route]:
     registry = CollectorRegistry()
     registry.register(StoreCollector(rt))
 
@@ -66,9 +66,10 @@ def routes(rt: Runtime) -> list[Route]:
         except Exception as exc:
             return JSONResponse({"status": "error", "database": type(exc).__name__}, status_code=503)
         body: dict[str, object] = {"status": "ok", "paused": is_paused(rt.store)}
-        if rt.sender.disabled:  # credentials refused: ops must act (this replica stops using it)
+        disabled = disabled_channels()
+        if disabled:  # credentials refused: ops must act (this replica stops using it)
             body["status"] = "degraded"
-            body["disabled_channels"] = dict(rt.sender.disabled)
+            body["disabled_channels"] = disabled
         return JSONResponse(body)
 
     async def metrics(request: Request) -> Response:
