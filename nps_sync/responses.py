@@ -66,6 +66,19 @@ _SEND_BY_KEY = select(
     _sends.c.id, _sends.c.channel, _sends.c.address, _sends.c.contact_id, _sends.c.state, _sends.c.claimed_at
 ).where(_sends.c.send_key == bindparam("key"))
 _UPDATE_RESPONSE = update(_resp).where(_resp.c.id == bindparam("rid"))
+#: The sends to a phone number, newest first: which survey an SMS reply answers.
+_SMS_SENDS_TO = (
+    select(
+        _sends.c.id,
+        _sends.c.survey_send_id,
+        _sends.c.state,
+        _sends.c.language,
+        _sends.c.program,
+        _sends.c.contact_id,
+    )
+    .where(_sends.c.channel == "sms", _sends.c.address == bindparam("phone"))
+    .order_by(desc(_sends.c.sent_at))
+)
 
 
 class EventHook(Protocol):
@@ -107,6 +120,17 @@ class Responses:
         self.work_queued = threading.Event()
         self._answers = GroupCommit(
             store, lambda conn, rows: enqueue_many(conn, ANSWER_JOB, rows), max_batch=500
+        )
+        #: Single provider events (Twilio posts two status callbacks a message, each on its own):
+        #: those arriving together share a transaction. One bad event fails only its own callback
+        #: (Twilio retries a failed callback only when connection overrides ask it to), so a failed
+        #: batch is committed again row by row.
+        self.event_commits = GroupCommit(
+            store,
+            self._record_events,
+            max_batch=500,
+            isolate_failures=True,
+            after_commit=_log_events,
         )
 
     # --- answers ----------------------------------------------------------------------------------
@@ -349,20 +373,11 @@ class Responses:
             if not self._first_time(conn, provider, event_id, f"sms.{intent.kind}"):
                 log.info("sms.duplicate", provider=provider, event_id=event_id)
                 return InboundReply(None)
-            last = (
-                conn.execute(
-                    select(schema.sends)
-                    .where(
-                        schema.sends.c.channel == "sms",
-                        schema.sends.c.address == phone,
-                        schema.sends.c.state == "sent",
-                    )
-                    .order_by(desc(schema.sends.c.sent_at))
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-            )
+            # The number's sends, newest first, by the (channel, address) index; the state is checked
+            # here: with ``state = 'sent'`` in the WHERE clause SQLite (no statistics) walks the state
+            # index instead, every sent survey of the wave, ~7 ms an answer at 10,000 sends.
+            sends = conn.execute(_SMS_SENDS_TO, {"phone": phone}).mappings().all()
+            last = next((s for s in sends if s["state"] == "sent"), None)
             language = last["language"] if last else "en"
             program = next((p for p in self.config.program if last and p.name == last["program"]), None)
             contact_id = last["contact_id"] if last else None
@@ -430,31 +445,29 @@ class Responses:
         occurred_at: datetime | None,
         detail: str = "",
     ) -> bool:
-        return self.delivery_events(
-            [ProviderEvent(provider, event_id, event, send_key, address, occurred_at, detail)]
-        )[0]
+        """One event a request (Twilio's status callbacks): committed together with the events of
+        other requests arriving meanwhile (group commit); returns once this one is committed."""
+        event_ = ProviderEvent(provider, event_id, event, send_key, address, occurred_at, detail)
+        fresh, _ = self.event_commits.submit(event_)
+        return bool(fresh)
 
     def delivery_events(self, events: Sequence[ProviderEvent]) -> list[bool]:
         """A webhook's batch of provider events in one transaction (a SendGrid post carries up to
         hundreds): all recorded or none, so the provider's retry of a failed batch loses nothing."""
-        suppressed: Counter[str] = Counter()
         with self.store.begin() as conn:
-            new = [self._delivery_event_in(conn, e, suppressed) for e in events]
-        kinds = Counter(e.event for e, fresh in zip(events, new, strict=True) if fresh)
-        if events:
-            log.info(
-                "events.recorded",
-                provider=events[0].provider,
-                new=sum(new),
-                duplicates=len(new) - sum(new),
-                kinds=dict(kinds),
-                suppressed=dict(suppressed) or None,
-            )
-        return new
+            recorded = self._record_events(conn, events)
+        _log_events(events, recorded)
+        return [fresh for fresh, _ in recorded]
 
-    def _delivery_event_in(self, conn: Connection, e: ProviderEvent, suppressed: Counter[str]) -> bool:
+    def _record_events(
+        self, conn: Connection, events: Sequence[ProviderEvent]
+    ) -> list[tuple[bool, str | None]]:
+        """Each event's (new, suppression reason) in the caller's transaction, in order."""
+        return [self._delivery_event_in(conn, e) for e in events]
+
+    def _delivery_event_in(self, conn: Connection, e: ProviderEvent) -> tuple[bool, str | None]:
         if not self._first_time(conn, e.provider, e.event_id, e.event, e.send_key, e.detail):
-            return False
+            return False, None
         send = None
         if e.send_key:
             send = conn.execute(_SEND_BY_KEY, {"key": e.send_key}).mappings().first()
@@ -476,7 +489,8 @@ class Responses:
                 e.provider,
                 contact_id=send["contact_id"] if send else None,
             )
-            suppressed[reason] += 1
+        else:
+            reason = None
         if (
             send is not None
             and e.event in ("delivered", "failed", "undelivered", "bounce", "dropped")
@@ -492,7 +506,23 @@ class Responses:
                 .where(schema.sends.c.id == send["id"])
                 .values(state=state, sent_at=sent_at, updated_at=utcnow())
             )
-        return True
+        return True, reason
+
+
+def _log_events(events: Sequence[ProviderEvent], recorded: Sequence[tuple[bool, str | None]]) -> None:
+    """One line a transaction: a webhook post's events, or the status callbacks committed together."""
+    if not events:
+        return
+    fresh = [e for e, (new, _) in zip(events, recorded, strict=True) if new]
+    suppressed = Counter(reason for _, reason in recorded if reason)
+    log.info(
+        "events.recorded",
+        provider=events[0].provider,
+        new=len(fresh),
+        duplicates=len(events) - len(fresh),
+        kinds=dict(Counter(e.event for e in fresh)),
+        suppressed=dict(suppressed) or None,
+    )
 
 
 def contact_for(response: RecordedResponse) -> Any:
