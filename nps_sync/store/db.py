@@ -6,6 +6,7 @@ SQLite (the single-machine default) runs in WAL mode; write transactions start w
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -21,6 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool
 
 from nps_sync.store import schema
+from nps_sync.store.write_turn import WriteTurn
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -40,7 +42,8 @@ def sqlite_path(url: str) -> Path | None:
 class Store:
     """Owns the engine. ``begin()`` for writes, ``read()`` for reads; both are context managers."""
 
-    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, write_first: bool = False) -> None:
+        """``write_first``: this process's writes go before others' on SQLite (web processes)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         # SQLite has one writer at a time. Threads that queue on this lock get the database the moment
@@ -48,19 +51,33 @@ class Store:
         # under a burst of answers, spend most of their time asleep while the database sits idle.
         self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
         self._statements: dict[tuple[str, tuple[str, ...], frozenset[str]], Any] = {}
+        self._turn: WriteTurn | None = None
         if self.is_sqlite:
             path = sqlite_path(url)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                self._turn = WriteTurn(path, first=write_first)
             self.engine: Engine = create_engine(
                 url,
                 connect_args={"check_same_thread": False, "timeout": 30},
-                poolclass=NullPool if path is None else None,
+                # A file database: keep connections for every web thread that reads at once (a new
+                # one costs its PRAGMAs; the default pool closes all but 5 after each use).
+                **({"poolclass": NullPool} if path is None else {"pool_size": 20, "max_overflow": 80}),
             )
             event.listen(self.engine, "connect", _sqlite_on_connect)
-            event.listen(self.engine, "begin", _sqlite_on_begin)
+            event.listen(self.engine, "begin", self._sqlite_on_begin)
         else:
             self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+    def _sqlite_on_begin(self, conn: Connection) -> None:
+        if not conn.get_execution_options().get("nps_write"):
+            conn.exec_driver_sql("BEGIN")
+        elif self._turn is None:  # in memory: one connection, nobody else to wait for
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            raw = conn.connection.dbapi_connection
+            assert isinstance(raw, sqlite3.Connection)
+            self._turn.begin_immediate(raw)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -137,6 +154,9 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._turn is not None:
+            self._turn.close()
+            self._turn = None
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -148,7 +168,3 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
-
-
-def _sqlite_on_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("nps_write") else "BEGIN")

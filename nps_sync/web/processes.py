@@ -32,7 +32,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio.to_thread
 import structlog
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from nps_sync.errors import NpsSyncError
 from nps_sync.store.db import Store
@@ -219,6 +221,26 @@ class WebProcesses:
 
 # --- the child ----------------------------------------------------------------------------------
 
+#: Threads for the pages' database work (Starlette's thread pool; AnyIO's default is 40). Answers wait
+#: in them for their group commit: with more of them a commit takes more answers at once.
+THREADS = 200
+PG_POOL = 10
+
+
+class ThreadTokens:
+    """Sets the event loop's thread-pool size before the first request (AnyIO keeps it per loop)."""
+
+    def __init__(self, app: ASGIApp, threads: int) -> None:
+        self.app = app
+        self.threads = threads
+        self.set = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.set:
+            anyio.to_thread.current_default_thread_limiter().total_tokens = self.threads
+            self.set = True
+        await self.app(scope, receive, send)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nps_sync.web.processes")
@@ -240,11 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     config = config_mod.load(args.config)
     configure(config.daemon.log_format, config.daemon.log_level)
     structlog.contextvars.bind_contextvars(web_process=args.number)
-    rt = Runtime(config)
+    # PostgreSQL: more pooled connections than the daemon's 5 (pages read while answers commit).
+    # SQLite: this process's commits go before the daemon's (nps_sync.store.write_turn).
+    rt = Runtime(config, store=Store(config.database_url, pool_size=PG_POOL, write_first=True))
     app = create_app(rt, disabled_channels=lambda: published_disabled(rt.store, args.replica))
     server = uvicorn.Server(
         uvicorn.Config(
-            app,
+            ThreadTokens(app, THREADS),
             log_level="warning",
             proxy_headers=False,
             access_log=False,
