@@ -88,8 +88,9 @@ class SalesforceOptions(BaseModel):
     bulk_page_size: int = Field(default=50_000, ge=1, le=250_000)
     bulk_poll_seconds: float = Field(default=2.0, gt=0)
 
-    #: Seconds a user (a task owner, a manager) read from Salesforce is kept before it is read again.
-    owner_cache_seconds: float = Field(default=600.0, ge=0)
+    #: Seconds a user (a task owner, a manager) read from Salesforce is kept before it is read again
+    #: (a day: a wave's answers arrive over hours). An id not read yet is read when first needed.
+    owner_cache_seconds: float = Field(default=86_400.0, ge=0)
 
     #: Stop starting new work once this share of the org's daily API allowance is used.
     limit_share: float = Field(default=0.9, gt=0, le=1)

@@ -3,6 +3,7 @@ Collections (or a Bulk ingest job), tasks created at most once by our key."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,6 +48,13 @@ _ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _IN_BUDGET = 12_000
 _USER_FIELDS = ("Id", "Name", "Email", "Username", "ManagerId")
 _TASK_FIELDS = ("Id", "IsClosed", "ActivityDate", "OwnerId", "Status")
+#: Settings (state database) holding the contact count of the last pull of each audience.
+AUDIENCE_SIZE_SETTING = "salesforce.audience_size"
+
+
+def _audience_size_key(soql_where: str) -> str:
+    """The setting that keeps the size of the last pull of an audience (by its condition)."""
+    return f"{AUDIENCE_SIZE_SETTING}:{hashlib.sha256(soql_where.encode()).hexdigest()[:32]}"
 
 
 def _valid_ids(ids: Sequence[str]) -> list[str]:
@@ -78,6 +86,7 @@ class SalesforceCRM:
         overrides = ctx.overrides or {}
         self._secrets = ctx.secrets
         self.client = SalesforceClient(options, ctx.secrets, session=overrides.get("session"))
+        self._store = ctx.store
         #: Users already read, by the id asked for: (when read, the user), for ``owner_cache_seconds``.
         self._users: dict[str, tuple[float, Owner]] = {}
         #: ``find_owner`` answers that found someone, by query text, kept as long.
@@ -108,6 +117,14 @@ class SalesforceCRM:
         self.client.ensure_budget()
         q = self._contact_query(audience.extra_fields)
         soql = mapping.select(q.fields, "Contact", f"({table.soql_where})" if table.soql_where else "")
+        size_key = _audience_size_key(table.soql_where)
+        # An audience that was above the threshold last time (a daily wave over the same condition)
+        # goes straight to Bulk API: the REST page that would only tell its size again is not read.
+        last = self._store.get_setting(size_key)
+        if last is not None and int(last) > self.options.bulk_query_threshold:
+            log.info("salesforce.audience_pull", program=audience.program, last_total=int(last), path="bulk")
+            yield from self._bulk_pages(soql, q, size_key)
+            return
         # The first page's totalSize is the audience count: deciding REST vs Bulk costs no extra call.
         try:
             page = self.client.query(soql, table.page_size)
@@ -118,11 +135,10 @@ class SalesforceCRM:
                 status=exc.status,
             ) from exc
         total = int(page["totalSize"])
+        self._store.set_setting(size_key, str(total))
         if total > self.options.bulk_query_threshold:
             log.info("salesforce.audience_pull", program=audience.program, total=total, path="bulk")
-            for rows in self.client.bulk_query("Contact", soql):
-                for chunk in mapping.chunks(rows, mapping.MAX_QUERY_PAGE):
-                    yield [mapping.to_contact(r, q) for r in chunk]
+            yield from self._bulk_pages(soql, q, size_key)
             return
         log.info("salesforce.audience_pull", program=audience.program, total=total, path="rest")
         while True:
@@ -131,6 +147,16 @@ class SalesforceCRM:
             if page["done"]:
                 return
             page = self.client.query_more(page["nextRecordsUrl"], table.page_size)
+
+    def _bulk_pages(self, soql: str, q: mapping.ContactQuery, size_key: str) -> Iterator[list[Contact]]:
+        """The audience through one Bulk API 2.0 query job; once it is read whole, its size is kept
+        for the next pull's choice of path."""
+        total = 0
+        for rows in self.client.bulk_query("Contact", soql):
+            for chunk in mapping.chunks(rows, mapping.MAX_QUERY_PAGE):
+                total += len(chunk)
+                yield [mapping.to_contact(r, q) for r in chunk]
+        self._store.set_setting(size_key, str(total))
 
     def get_contacts(self, ids: Sequence[str]) -> dict[str, Contact]:
         valid = _valid_ids(ids)

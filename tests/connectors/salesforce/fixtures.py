@@ -9,11 +9,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import delete
 
 from nps_sync.abc import ConnectorContext
 from nps_sync.connectors.salesforce import CONNECTOR, SalesforceCRM
 from nps_sync.connectors.salesforce.config import SalesforceOptions
+from nps_sync.connectors.salesforce.connector import AUDIENCE_SIZE_SETTING
 from nps_sync.secrets import Secrets
+from nps_sync.store import schema
 from nps_sync.store.db import Store
 from tests.emulators.salesforce import Credentials, SalesforceEmulator
 from tests.emulators.salesforce.org import id18
@@ -127,7 +130,8 @@ def salesforce_emulator() -> Iterator[SalesforceEmulator]:
 
 @pytest.fixture(scope="session")
 def salesforce_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    """The connector keeps nothing in the store; one migrated database serves every test."""
+    """One migrated database serves every test (the connector keeps only the sizes of its audience
+    pulls there, which ``make_salesforce_crm`` clears after each test)."""
     store = Store("sqlite:///" + str(tmp_path_factory.mktemp("salesforce") / "state.db"))
     store.upgrade()
     yield store
@@ -162,6 +166,9 @@ def make_salesforce_crm(
     yield make
     for crm in built:
         crm.close()
+    settings = schema.settings
+    with salesforce_store.begin() as conn:
+        conn.execute(delete(settings).where(settings.c.key.startswith(AUDIENCE_SIZE_SETTING)))
 
 
 @pytest.fixture

@@ -1,7 +1,11 @@
-"""Owners (Users) are kept for ``owner_cache_seconds``: a run that resolves owners for many playbook
-batches queries each user once; an id never seen is read on its own; a miss is asked again."""
+"""Owners (Users) are kept for ``owner_cache_seconds`` (a day): a run that resolves owners for many
+playbook batches queries each user once; an id never seen is read on its own; a miss is asked again."""
 
 from __future__ import annotations
+
+import time
+
+import pytest
 
 from tests.connectors.salesforce.fixtures import MakeCrm, SalesforceProbe
 from tests.emulators.salesforce import SalesforceEmulator
@@ -78,3 +82,29 @@ def test_find_owner_keeps_what_it_found_and_asks_again_for_what_it_did_not(
     found_later = crm.find_owner("nora.new@example.com")
     assert found_later is not None and "Nora New" == found_later.name
     assert {"token": 1, "query": 3} == salesforce_emulator.call_counts()
+
+
+def later(monkeypatch: pytest.MonkeyPatch, seconds: float) -> None:
+    """Move the monotonic clock the connector measures its cache by (time-machine leaves it alone)."""
+    real = time.monotonic
+    monkeypatch.setattr(time, "monotonic", lambda: real() + seconds)
+
+
+def test_a_wave_whose_answers_take_hours_reads_each_owner_once_a_day(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default keeps users a day: playbook batches 11 minutes and 5 hours into a wave's answers
+    find them in memory; a batch the next day reads them again."""
+    probe = SalesforceProbe(salesforce_emulator)
+    tom, sam = probe.owner_id("tom.becker@example.com"), probe.owner_id("sam.carter@example.com")
+    crm = make_salesforce_crm()
+
+    assert {tom, sam} == set(crm.get_owners([tom, sam]))
+    for minutes in (11, 5 * 60):
+        later(monkeypatch, minutes * 60.0)
+        assert {tom, sam} == set(crm.get_owners([sam, tom]))
+    assert {"token": 1, "query": 1} == salesforce_emulator.call_counts()
+
+    later(monkeypatch, 24 * 3600.0 + 1)
+    assert {tom} == set(crm.get_owners([tom]))
+    assert {"token": 1, "query": 2} == salesforce_emulator.call_counts()

@@ -95,3 +95,63 @@ def test_bulk_ingest_reports_each_failed_row(
     assert [(ids[7], False)] == [(f.record_id, f.transient) for f in result.failed]
     assert "FIELD_CUSTOM_VALIDATION_EXCEPTION" in result.failed[0].reason
     assert 1 == salesforce_emulator.call_counts()["bulk_ingest_results"]
+
+
+def test_an_audience_read_through_bulk_last_time_goes_straight_to_bulk(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm
+) -> None:
+    """The daily wave over a large audience: its size is remembered in the state database, so the
+    REST page that only told it is read on the first pull alone."""
+    salesforce_emulator.add_contacts(4950)
+    crm = make_salesforce_crm(bulk_query_threshold=1000, bulk_page_size=2000)
+    assert 5000 == len([c for page in crm.iter_audience(_audience()) for c in page])
+    salesforce_emulator.reset_counts()
+
+    again = make_salesforce_crm(bulk_query_threshold=1000, bulk_page_size=2000)  # a restarted daemon
+    contacts = [c for page in again.iter_audience(_audience()) for c in page]
+
+    assert 5000 == len({c.id for c in contacts}) == len(contacts)
+    assert {
+        "token": 1,
+        "describe": 1,
+        "bulk_query_create": 1,
+        "bulk_query_status": 1,
+        "bulk_query_results": 3,
+    } == salesforce_emulator.call_counts()
+
+
+def test_an_audience_that_shrank_below_the_threshold_goes_back_to_rest_on_the_next_pull(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm
+) -> None:
+    ids = salesforce_emulator.add_contacts(1200)
+    crm = make_salesforce_crm(bulk_query_threshold=1000, bulk_page_size=2000)
+    assert 1250 == len([c for page in crm.iter_audience(_audience()) for c in page])
+    for contact_id in ids[:300]:
+        del salesforce_emulator.org.records["Contact"][contact_id]
+    salesforce_emulator.reset_counts()
+
+    shrunk = [c for page in crm.iter_audience(_audience()) for c in page]  # Bulk, by the last size
+    after = salesforce_emulator.call_counts()
+    salesforce_emulator.reset_counts()
+    rest = [c for page in crm.iter_audience(_audience()) for c in page]
+
+    assert (950, 950) == (len(shrunk), len(rest))
+    assert {"bulk_query_create": 1, "bulk_query_status": 1, "bulk_query_results": 1} == after
+    assert {"query": 1} == salesforce_emulator.call_counts()
+
+
+def test_each_audience_condition_has_its_own_remembered_size(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm
+) -> None:
+    salesforce_emulator.add_contacts(1200)
+    crm = make_salesforce_crm(bulk_query_threshold=1000, bulk_page_size=2000)
+    assert 1250 == len([c for page in crm.iter_audience(_audience()) for c in page])
+    salesforce_emulator.reset_counts()
+
+    fabrikam = Audience(
+        program="volume", filter={"soql_where": "Account.Name = 'Fabrikam GmbH'"}, channel="email"
+    )
+    found = [c for page in crm.iter_audience(fabrikam) for c in page]
+
+    assert found and {"Fabrikam GmbH"} == {c.account_name for c in found}
+    assert {"query": 1} == salesforce_emulator.call_counts()  # REST: this condition was never pulled
