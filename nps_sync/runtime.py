@@ -148,13 +148,15 @@ class Runtime:
             },
             # Answers arrive one by one: waiting for a full batch turns a stream into one CRM call per
             # 100–200 answers; roll-ups wait for answers to pause, so each account is written once.
+            # An answer not yet recorded or written back is about to touch its account's roll-up, so
+            # while either is queued or running a roll-up's quiet gap does not count.
             lingers={
                 "writeback": WRITEBACK_LINGER,
                 "playbook_step": STEP_LINGER,
                 ROLLUP_JOB: Linger(
                     quiet=config.daemon.account_rollup_quiet,
                     longest=config.daemon.account_rollup_max_delay,
-                    after=("writeback",),
+                    after=(ANSWER_JOB, "writeback"),
                 ),
             },
             coalesce={ROLLUP_JOB},

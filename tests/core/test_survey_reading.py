@@ -1,7 +1,7 @@
-"""Reading a wave's audience: pages are read one ahead in a thread (the CRM's next round trip
-overlaps the work on this page) yet come out in order, errors after the pages read before them, and
-a consumer that stops early stops the reader. Email addresses take a shorter path through
-email-validator's checks with exactly its verdicts."""
+"""Reading a wave's audience: pages are read ahead in a thread, up to a bound in contacts (the CRM's
+next round trips overlap the work on this page), yet come out in order, errors after the pages read
+before them, and a consumer that stops early stops the reader. Email addresses take a shorter path
+through email-validator's checks with exactly its verdicts."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from nps_sync.models import Contact
 from nps_sync.survey import prefetched
 from nps_sync.timezones import normalize_email
+from tests.e2e.daemon import wait_for
 
 
 def pages(
@@ -56,7 +57,7 @@ def test_a_consumer_that_stops_early_closes_the_reader_and_its_source() -> None:
     log: list[str] = []
     before = threading.active_count()
 
-    for page in prefetched(pages(100, log=log)):
+    for page in prefetched(pages(100, log=log), ahead=1):
         if page[0].id == "C1":
             break
 
@@ -64,6 +65,40 @@ def test_a_consumer_that_stops_early_closes_the_reader_and_its_source() -> None:
     # At most the page being handed over and the one after it were read beyond C1.
     assert len([line for line in log if line.startswith("read")]) <= 4
     assert before == threading.active_count()
+
+
+def test_the_reader_holds_up_to_ahead_contacts_while_the_consumer_waits() -> None:
+    log: list[str] = []
+    source = prefetched(pages(100, log=log), ahead=3)
+
+    first = next(source)
+    # Three pages of one contact wait in the buffer and the reader holds a fourth, waiting to hand it
+    # over; it reads no further until the consumer takes one.
+    wait_for(lambda: len(log) >= 5, timeout=10, what="the reader to fill its buffer")
+    second = next(source)
+    wait_for(lambda: len(log) >= 6, timeout=10, what="the reader to read one more page")
+    source.close()
+
+    assert ["C0", "C1"] == [first[0].id, second[0].id]
+    assert [f"read {i} in wave-pages" for i in range(6)] + ["closed"] == log
+
+
+def test_a_page_larger_than_ahead_is_still_read_ahead_alone() -> None:
+    """A 2,000-row Salesforce page with a smaller ``ahead``: one page waits, as before."""
+    log: list[str] = []
+
+    def big_pages() -> Iterator[Sequence[Contact]]:
+        for i in range(4):
+            log.append(f"read {i}")
+            yield [Contact(id=f"C{i}-{j}") for j in range(5)]
+
+    source = prefetched(big_pages(), ahead=3)
+    first = next(source)
+    wait_for(lambda: len(log) >= 3, timeout=10, what="the reader to read ahead")
+    rest = list(source)
+
+    assert ["C0-0", "C1-0", "C2-0", "C3-0"] == [p[0].id for p in [first, *rest]]
+    assert ["read 0", "read 1", "read 2", "read 3"] == log
 
 
 ADDRESSES = [

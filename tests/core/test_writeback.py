@@ -20,6 +20,7 @@ from nps_sync.abc import CRM
 from nps_sync.errors import ConfigError
 from nps_sync.models import AccountUpdate, BatchResult, ContactUpdate, RecordFailure
 from nps_sync.queue import JobQueue, enqueue
+from nps_sync.responses import ANSWER_JOB
 from nps_sync.runtime import Runtime
 from nps_sync.store.db import Store, utcnow
 from nps_sync.writeback import ROLLUP_JOB, WriteBack, account_rollup
@@ -240,7 +241,7 @@ def test_opt_outs_are_mirrored_to_the_crm_and_a_refused_one_is_logged(rt: Runtim
 
 def test_write_backs_of_a_burst_share_one_account_roll_up_once_answers_pause(rt: Runtime) -> None:
     """Two batches of answers (A01–A03, then A03–A05) cost two contacts calls but one accounts call,
-    made 2 s (``account_rollup_quiet``) after the last write-back asked for a roll-up."""
+    made 0.5 s (``account_rollup_quiet``) after the last write-back asked for a roll-up."""
     queue, crm = counting_queue(rt)
     with time_machine.travel(utcnow(), tick=False) as clock:
         for n in range(1, 51):
@@ -252,7 +253,7 @@ def test_write_backs_of_a_burst_share_one_account_roll_up_once_answers_pause(rt:
         clock.shift(timedelta(seconds=0.5))
         assert 50 == queue.run_once()
         assert 5 == len(jobs(rt.store, ROLLUP_JOB))  # A03 was asked for twice: still one job
-        clock.shift(timedelta(seconds=1.9))
+        clock.shift(timedelta(seconds=0.4))
         assert 0 == queue.run_once()
         clock.shift(timedelta(seconds=0.1))
         assert 5 == queue.run_once()
@@ -262,6 +263,46 @@ def test_write_backs_of_a_burst_share_one_account_roll_up_once_answers_pause(rt:
     assert [("100.0", "20"), ("0.0", "20"), ("-100.0", "20")] == [
         (probe.account_value(a, "nps"), probe.account_value(a, "responses")) for a in ("A01", "A03", "A05")
     ]
+
+
+def test_an_answer_not_yet_recorded_holds_the_account_roll_up(rt: Runtime) -> None:
+    """A web answer is committed as an ``answer`` job before it is recorded and written back: while
+    it waits, the roll-ups' quiet gap does not count (it is about to touch its account's roll-up)."""
+    crm = CountingCrm(rt.crm)
+    writeback = WriteBack(rt.store, crm, account_window=rt.config.daemon.account_window)
+    queue = JobQueue(
+        rt.store,
+        {
+            ANSWER_JOB: rt.responses.handle_answers,
+            "writeback": writeback.handle,
+            ROLLUP_JOB: writeback.rollup,
+        },
+        batch_sizes=rt.queue.batch_sizes,
+        lingers=rt.queue.lingers,
+        coalesce=rt.queue.coalesce,
+    )
+    with time_machine.travel(utcnow(), tick=False) as clock:
+        for n in range(1, 51):
+            answer(rt, f"C{n:04d}", 10)
+        clock.shift(timedelta(seconds=0.5))
+        assert 50 == queue.run_once()  # write-back; roll-ups of A01–A03 asked for
+        clock.shift(timedelta(seconds=0.1))
+        late = add_send(rt, "C0051", state="sent", sent_at=utcnow())
+        rt.responses.accept(late, 0, None, channel="email")  # C0051 is in account A03
+        clock.shift(timedelta(seconds=0.5))  # the roll-ups' quiet gap has passed since their request
+        assert 1 == queue.run_once()  # … but the answer goes first: it is recorded, not rolled up
+        assert [] == crm.account_calls
+        clock.shift(timedelta(seconds=0.5))
+        assert 1 == queue.run_once()  # its write-back asks for A03's roll-up again
+        clock.shift(timedelta(seconds=0.4))
+        assert 0 == queue.run_once()
+        clock.shift(timedelta(seconds=0.1))
+        assert 3 == queue.run_once()
+    assert [50, 1] == [len(call) for call in crm.contact_calls]
+    assert [["A01", "A02", "A03"]] == [[u.account_id for u in c] for c in crm.account_calls]
+    probe = SandboxProbe(rt.store)
+    # A03: ten promoters (C0041–C0050) and the late detractor.
+    assert ("81.8", "11") == (probe.account_value("A03", "nps"), probe.account_value("A03", "responses"))
 
 
 def test_a_steady_stream_of_answers_writes_each_account_once_per_maximum_delay(
