@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 
@@ -74,7 +75,7 @@ async def open_loop(
     return [d + offset for d in due_at], latency, status
 
 
-async def run(links: list[str], rate: float, seconds: float, score: str) -> dict[str, float]:
+async def run(links: list[str], rate: float, seconds: float, score: str) -> dict[str, Any]:
     total = min(len(links), int(rate * seconds))
     first = urlsplit(links[0])
     host, port = first.hostname or "127.0.0.1", first.port or 80
@@ -83,11 +84,19 @@ async def run(links: list[str], rate: float, seconds: float, score: str) -> dict
         for link in links[:total]
     ]
     start = time.perf_counter()
-    _, latency, status = await open_loop(host, port, requests, rate)
+    due, latency, status = await open_loop(host, port, requests, rate)
     elapsed = time.perf_counter() - start - 0.2
     errors = sum(1 for s in status if s != 200)
+    # p99 second by second (by the time each request was due): shows a slow start or a stall.
+    per_second: dict[int, list[float]] = {}
+    for d, lat in zip(due, latency, strict=True):
+        per_second.setdefault(int(d - due[0]), []).append(lat)
+    by_second = [
+        round(1000 * sorted(v)[min(len(v) - 1, int(0.99 * len(v)))], 1) for _, v in sorted(per_second.items())
+    ]
     latency.sort()
     return {
+        "p99_ms_by_second": by_second,
         "rate": rate,
         "requests": total,
         "errors": errors,

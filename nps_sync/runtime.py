@@ -136,9 +136,9 @@ class Runtime:
                 NOTE_JOB: self.testimonials.handle_notes,
             },
             batch_sizes={
-                # Accepted web answers, many to a transaction, but few enough that a page waiting to
-                # commit its own answer (SQLite: one writer) waits for tens of milliseconds at most.
-                ANSWER_JOB: 25,
+                # Accepted web answers, several to a transaction, but few enough (~20 ms of work) that
+                # a web process waiting to commit answers (SQLite: one writer) is not kept long.
+                ANSWER_JOB: 10,
                 "writeback": crm_batch,
                 ROLLUP_JOB: ROLLUP_BATCH,
                 "crm_opt_out": 200,

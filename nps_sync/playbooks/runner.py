@@ -33,6 +33,8 @@ log = structlog.get_logger("nps_sync.playbooks")
 
 #: A step whose CRM record failed transiently runs again after this long.
 RETRY_STEP_AFTER = timedelta(minutes=1)
+#: Step outcomes recorded per transaction.
+RECORD_CHUNK = 25
 
 
 @dataclass
@@ -84,25 +86,31 @@ class StepBatch:
         outcomes = run_actions(calls, self.services)
         crash_point("playbook.after_create_tasks")
         by_run = {r.run_id: r for r in live}
-        with self.services.store.begin() as conn:
-            if self.completed_keys:
-                conn.execute(
-                    update(schema.crm_tasks)
-                    .where(schema.crm_tasks.c.key.in_(self.completed_keys))
-                    .values(completed=True, checked_at=self.now)
-                )
-            for closing, run_id, step, run_state, step_state, result in self.closing:
-                action = closing.step.action if closing else "-"
-                if self.engine.finish_run(
-                    conn, run_id, step, run_state, step_state, result, self.now, action
-                ):
-                    fields = {k: str(v) for k, v in result.items()}
-                    if run_state == "failed":
-                        log.warning("playbook.run_failed", run_id=run_id, step=step, **fields)
-                    else:
-                        log.info(f"playbook.run_{run_state}", run_id=run_id, step=step, **fields)
-            for call in calls:
-                self._record(conn, by_run[call.run_id], call, outcomes[call.run_id])
+        if self.completed_keys or self.closing:
+            with self.services.store.begin() as conn:
+                if self.completed_keys:
+                    conn.execute(
+                        update(schema.crm_tasks)
+                        .where(schema.crm_tasks.c.key.in_(self.completed_keys))
+                        .values(completed=True, checked_at=self.now)
+                    )
+                for closing, run_id, step, run_state, step_state, result in self.closing:
+                    action = closing.step.action if closing else "-"
+                    if self.engine.finish_run(
+                        conn, run_id, step, run_state, step_state, result, self.now, action
+                    ):
+                        fields = {k: str(v) for k, v in result.items()}
+                        if run_state == "failed":
+                            log.warning("playbook.run_failed", run_id=run_id, step=step, **fields)
+                        else:
+                            log.info(f"playbook.run_{run_state}", run_id=run_id, step=step, **fields)
+        # A few runs to a transaction: on SQLite every other writer (a web process committing
+        # answers, too) waits while one is open. A crash between two leaves the rest's jobs to run
+        # again, and their task keys find the tasks already made.
+        for start in range(0, len(calls), RECORD_CHUNK):
+            with self.services.store.begin() as conn:
+                for call in calls[start : start + RECORD_CHUNK]:
+                    self._record(conn, by_run[call.run_id], call, outcomes[call.run_id])
 
     def _load(self) -> list[_Live]:
         runs = schema.playbook_runs

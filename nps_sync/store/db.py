@@ -42,8 +42,20 @@ def sqlite_path(url: str) -> Path | None:
 class Store:
     """Owns the engine. ``begin()`` for writes, ``read()`` for reads; both are context managers."""
 
-    def __init__(self, url: str, *, pool_size: int = 5, write_first: bool = False) -> None:
-        """``write_first``: this process's writes go before others' on SQLite (web processes)."""
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 5,
+        max_overflow: int | None = None,
+        write_first: bool = False,
+        pre_ping: bool = True,
+    ) -> None:
+        """``write_first``: this process's writes go before others' on SQLite (web processes).
+        ``pre_ping``: PostgreSQL connections are checked (a round trip) before each use; without it
+        a connection that died with the server fails its first use, and the pool is renewed.
+        ``max_overflow`` (default ``pool_size``): PostgreSQL connections opened beyond the pool for
+        a burst and closed after their use."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         # SQLite has one writer at a time. Threads that queue on this lock get the database the moment
@@ -65,9 +77,18 @@ class Store:
                 **({"poolclass": NullPool} if path is None else {"pool_size": 20, "max_overflow": 80}),
             )
             event.listen(self.engine, "connect", _sqlite_on_connect)
+            if write_first:
+                # The commit that crosses the WAL's 1,000 pages copies them back into the database
+                # before it returns: leave that to the daemon, not to a page a customer waits for.
+                event.listen(self.engine, "connect", _no_checkpoints)
             event.listen(self.engine, "begin", self._sqlite_on_begin)
         else:
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            self.engine = create_engine(
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size if max_overflow is None else max_overflow,
+                pool_pre_ping=pre_ping,
+            )
 
     def _sqlite_on_begin(self, conn: Connection) -> None:
         if not conn.get_execution_options().get("nps_write"):
@@ -92,6 +113,18 @@ class Store:
         """A read-only transaction (rolled back at the end)."""
         with self.engine.connect() as conn:
             yield conn
+
+    @contextmanager
+    def lookup(self) -> Iterator[Connection]:
+        """For a single-statement read: no transaction around it. On PostgreSQL that is one round
+        trip instead of three (BEGIN, the query, ROLLBACK); several statements here may each see a
+        different moment. SQLite: the same as ``read()``."""
+        if self.is_sqlite:
+            with self.read() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
     def upgrade(self) -> None:
         """Apply Alembic migrations up to head (idempotent)."""
@@ -157,6 +190,10 @@ class Store:
         if self._turn is not None:
             self._turn.close()
             self._turn = None
+
+
+def _no_checkpoints(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

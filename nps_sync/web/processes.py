@@ -20,6 +20,7 @@ children while the daemon's workers record and act on them, each on its own CPU.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import signal
@@ -224,7 +225,7 @@ class WebProcesses:
 #: Threads for the pages' database work (Starlette's thread pool; AnyIO's default is 40). Answers wait
 #: in them for their group commit: with more of them a commit takes more answers at once.
 THREADS = 200
-PG_POOL = 10
+PG_POOL = 20
 
 
 class ThreadTokens:
@@ -262,9 +263,16 @@ def main(argv: list[str] | None = None) -> int:
     config = config_mod.load(args.config)
     configure(config.daemon.log_format, config.daemon.log_level)
     structlog.contextvars.bind_contextvars(web_process=args.number)
-    # PostgreSQL: more pooled connections than the daemon's 5 (pages read while answers commit).
+    # PostgreSQL: a fixed pool, larger than the daemon's 5 (pages read while answers commit; none
+    # opened and closed per burst), not pinged before each use (a round trip per request; a dead
+    # connection fails one request and the pool is renewed).
     # SQLite: this process's commits go before the daemon's (nps_sync.store.write_turn).
-    rt = Runtime(config, store=Store(config.database_url, pool_size=PG_POOL, write_first=True))
+    store = Store(config.database_url, pool_size=PG_POOL, max_overflow=0, write_first=True, pre_ping=False)
+    rt = Runtime(config, store=store)
+    # Open the pool's connections now: a burst should not wait for PostgreSQL to start backends.
+    opened = [store.engine.connect() for _ in range(PG_POOL)]
+    for conn in opened:
+        conn.close()
     app = create_app(rt, disabled_channels=lambda: published_disabled(rt.store, args.replica))
     server = uvicorn.Server(
         uvicorn.Config(
@@ -300,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("web.daemon_gone", action="stopping")
         server.should_exit = True
 
+    # What start-up built (config, SQLAlchemy tables, templates) lives as long as the process: out
+    # of the collector's sight, a full collection no longer walks it while requests wait.
+    gc.collect()
+    gc.freeze()
     threading.Thread(target=relay, name="relay", daemon=True).start()
     threading.Thread(target=watch_daemon, name="life", daemon=True).start()
     sock = socket.socket(fileno=args.fd)

@@ -44,7 +44,7 @@ def _error(request: Request, status: int, heading: str, text: str) -> HTMLRespon
 
 
 def _send(rt: Runtime, send_id: int) -> dict[str, Any] | None:
-    with rt.store.read() as conn:
+    with rt.store.lookup() as conn:
         row = conn.execute(SEND_BY_ID, {"id": send_id}).mappings().first()
     return dict(row) if row else None
 
@@ -86,7 +86,7 @@ def routes(rt: Runtime) -> list[Route]:
         t = texts(send)
         score = payload.get("v")
         score = score if isinstance(score, int) and 0 <= score <= 10 else None
-        with rt.store.read() as conn:
+        with rt.store.lookup() as conn:
             existing = conn.execute(
                 select(schema.responses.c.score, schema.responses.c.comment).where(
                     schema.responses.c.send_id == send["id"]

@@ -98,5 +98,14 @@ def test_a_store_writes_through_its_turn(tmp_path: Path) -> None:
         store.set_setting("k", "v")
         assert "v" == store.get_setting("k")
         assert (tmp_path / "nps.db-writers").stat().st_size == 256
+        # A web process leaves WAL checkpoints to the daemon (its answers' commits stay short).
+        with store.read() as conn:
+            assert 0 == conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
     finally:
         store.dispose()
+    daemon = Store(f"sqlite:///{tmp_path / 'nps.db'}")
+    try:
+        with daemon.read() as conn:
+            assert 1000 == conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+    finally:
+        daemon.dispose()

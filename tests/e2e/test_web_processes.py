@@ -45,6 +45,18 @@ def web_children(pid: int) -> set[int]:
     return found
 
 
+def thread_nice(pid: int) -> dict[int, int]:
+    """Each thread of ``pid`` and its nice value (/proc/PID/task/TID/stat, field 19)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[int(task.name)] = int(fields[16])
+    return out
+
+
 def any_web_process_alive(pids: set[int]) -> bool:
     for pid in pids:
         try:
@@ -100,6 +112,18 @@ def test_answers_go_through_web_processes_that_are_replaced_when_they_die(
     first = wait_for(
         lambda: c if len(c := web_children(process.proc.pid)) == 2 else None, what="2 web processes"
     )
+
+    # The daemon's worker threads yield the CPU to the web processes (nice 10); its main thread and
+    # the web processes keep the normal priority.
+    niced = wait_for(
+        lambda: (
+            n if len(n := [t for t, v in thread_nice(process.proc.pid).items() if v == 10]) >= 2 else None
+        ),
+        what="the two worker threads at nice 10",
+    )
+    assert process.proc.pid not in niced
+    assert 0 == thread_nice(process.proc.pid)[process.proc.pid]
+    assert all(0 == thread_nice(child)[child] for child in first)
 
     survey = wait_for(
         lambda: next((m for m in outbox.messages() if len(score_links(m)) == 11), None), what="a survey"
