@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--web-processes",
         type=int,
-        default=1,
-        help="[daemon] web_processes for the POST /r throughput test (default 1; 0 = a thread of the daemon)",
+        default=2,
+        help="[daemon] web_processes for the POST /r throughput test (default 2; 0 = a thread of the daemon)",
     )
     run.add_argument(
         "--results", type=Path, default=report.RESULTS, help="where to write (default benchmarks/results)"
