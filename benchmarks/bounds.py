@@ -102,8 +102,11 @@ def floor(
         # One property read (kept) per object type written before its first write: contacts, and
         # companies for the roll-up. HubSpot has no call that reads two object types' properties.
         calls["fixed"] = (1 if w else 0) + (1 if aw else 0)
-        total = sum(v for k, v in calls.items() if k != "task-key lookup")  # searches: a limit of their own
-        rate = max(HS_WINDOW_SECONDS * ((total - 1) // HS_WINDOW_CALLS), calls["task-key lookup"] / 5.0)
+        # Wall time is the wave phase plus the tail after the last answer; the answers' own calls
+        # (write-backs, tasks, searches) are made while answers arrive, which is not timed. So the
+        # rate bound counts the wave phase's calls: the reads (HubSpot's window starts empty).
+        wave_calls = calls["read"]
+        rate = HS_WINDOW_SECONDS * ((wave_calls - 1) // HS_WINDOW_CALLS)
         sequential = c(n, HS_PAGE) * latency  # cursor paging: each page needs the previous one's cursor
     if channel == "email":
         calls["send"] = c(e, SG_BATCH)
@@ -112,7 +115,7 @@ def floor(
         calls["send"] = s
         send = max(s * latency / TWILIO_CONCURRENCY, s / sms_mps)
     tail = 0.0 if mode == "pull" else 2 * latency  # the last answer's write-back and task
-    seconds = max(rate, sequential + tail, send + tail)
+    seconds = max(rate, sequential, send) + tail
     how = f"max(rate {rate:.1f} s, paging {sequential:.1f} s, send {send:.1f} s) + tail {tail:.2f} s"
     return Floor(calls, seconds, how)
 

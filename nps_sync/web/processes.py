@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     from nps_sync.logs import configure
     from nps_sync.runtime import Runtime
     from nps_sync.web import create_app
+    from nps_sync.web import render as web_render
 
     config = config_mod.load(args.config)
     configure(config.daemon.log_format, config.daemon.log_level)
@@ -308,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("web.daemon_gone", action="stopping")
         server.should_exit = True
 
+    # Compile the customer-facing pages now, not during the first answers of a burst.
+    for name in ("survey.html", "message.html", "base.html"):
+        web_render.env.get_template(name)
     # What start-up built (config, SQLAlchemy tables, templates) lives as long as the process: out
     # of the collector's sight, a full collection no longer walks it while requests wait.
     gc.collect()
