@@ -78,21 +78,26 @@ def port_free(port: int) -> bool:
         return True
 
 
+def web_config(tmp_path: Path, port: int, channel: E2EChannel, *, processes: int) -> Path:
+    """The sandbox CRM, ``channel`` for email, one program, ``processes`` web processes."""
+    return write_config(
+        tmp_path / "config.toml",
+        port=port,
+        sections=['[crm]\nkind = "sandbox"\n', channel.config_toml],
+        overrides={
+            "daemon": {"web_processes": processes},
+            "channels": {"email": {"postal_address": "Example Inc., 1 Main St"}},
+            "program": [program({})],
+        },
+    )
+
+
 @pytest.fixture
 def daemon(
     tmp_path: Path, channel_e2e_outbox: E2EChannel
 ) -> Iterator[tuple[DaemonProcess, Store, OutboxProbe, int]]:
     port = free_port()
-    config = write_config(
-        tmp_path / "config.toml",
-        port=port,
-        sections=['[crm]\nkind = "sandbox"\n', channel_e2e_outbox.config_toml],
-        overrides={
-            "daemon": {"web_processes": 2},
-            "channels": {"email": {"postal_address": "Example Inc., 1 Main St"}},
-            "program": [program({})],
-        },
-    )
+    config = web_config(tmp_path, port, channel_e2e_outbox, processes=2)
     process = DaemonProcess(config, f"http://127.0.0.1:{port}", env={})
     process.start()
     store = Store(f"sqlite:///{tmp_path / 'state' / 'nps-sync.db'}")
@@ -109,20 +114,17 @@ def test_answers_go_through_web_processes_that_are_replaced_when_they_die(
 ) -> None:
     process, store, outbox, port = daemon
     assert process.proc is not None
-    first = wait_for(
-        lambda: c if len(c := web_children(process.proc.pid)) == 2 else None, what="2 web processes"
-    )
+    pid = process.proc.pid
+    first = wait_for(lambda: c if len(c := web_children(pid)) == 2 else None, what="2 web processes")
 
     # The daemon's worker threads yield the CPU to the web processes (nice 10); its main thread and
     # the web processes keep the normal priority.
     niced = wait_for(
-        lambda: (
-            n if len(n := [t for t, v in thread_nice(process.proc.pid).items() if v == 10]) >= 2 else None
-        ),
+        lambda: n if len(n := [t for t, v in thread_nice(pid).items() if v == 10]) >= 2 else None,
         what="the two worker threads at nice 10",
     )
-    assert process.proc.pid not in niced
-    assert 0 == thread_nice(process.proc.pid)[process.proc.pid]
+    assert pid not in niced
+    assert 0 == thread_nice(pid)[pid]
     assert all(0 == thread_nice(child)[child] for child in first)
 
     survey = wait_for(
@@ -146,7 +148,7 @@ def test_answers_go_through_web_processes_that_are_replaced_when_they_die(
     os.kill(victim, signal.SIGKILL)
     assert 200 == httpx.get(f"{process.url}/healthz", timeout=5).status_code
     second = wait_for(
-        lambda: c if len(c := web_children(process.proc.pid)) == 2 and victim not in c else None,
+        lambda: c if len(c := web_children(pid)) == 2 and victim not in c else None,
         what="a new web process in place of the killed one",
     )
     assert 1 == len(second - first)
@@ -156,7 +158,7 @@ def test_answers_go_through_web_processes_that_are_replaced_when_they_die(
     # SIGHUP: both children replaced, the port served throughout.
     process.proc.send_signal(signal.SIGHUP)
     third = wait_for(
-        lambda: c if len(c := web_children(process.proc.pid)) == 2 and not c & second else None,
+        lambda: c if len(c := web_children(pid)) == 2 and not c & second else None,
         what="web processes started again on the reloaded config",
     )
     assert 200 == httpx.get(f"{process.url}/healthz", timeout=5).status_code
@@ -175,16 +177,7 @@ def test_a_web_process_reports_the_channels_the_daemon_disabled(
     """SendGrid refuses the API key: the daemon's sender disables email, and /healthz — answered by a
     web process, which never sends — says so."""
     port = free_port()
-    config = write_config(
-        tmp_path / "config.toml",
-        port=port,
-        sections=['[crm]\nkind = "sandbox"\n', channel_e2e_sendgrid.config_toml],
-        overrides={
-            "daemon": {"web_processes": 1},
-            "channels": {"email": {"postal_address": "Acme Inc., 1 Main St"}},
-            "program": [program({})],
-        },
-    )
+    config = web_config(tmp_path, port, channel_e2e_sendgrid, processes=1)
     env = {**channel_e2e_sendgrid.env, "SENDGRID_API_KEY": "SG.not-the-right-key"}
     process = DaemonProcess(config, f"http://127.0.0.1:{port}", env=env)
     process.start()
