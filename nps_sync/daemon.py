@@ -148,6 +148,8 @@ class Daemon:
                 processes.start(self.config_path)
             else:
                 server, web = self._serve_in_thread(app, config)
+            # What the web processes read as this replica's disabled channels (kept across reloads:
+            # a reload's new sender starts with none, and that must replace what was published).
             published: dict[str, str] = {}
             scheduler = Scheduler(self.rt.store, config)
             maintenance: Maintenance | None = None
@@ -173,7 +175,6 @@ class Daemon:
                     assert self.rt is not None
                     replicas.store = self.rt.store
                     maintenance = None  # rebuilt on the new store, resuming from the claimed ticks
-                    published = {}
                 if processes is not None:
                     processes.check()
                     published = self._publish_disabled(replicas.id, published)
@@ -300,7 +301,7 @@ class Daemon:
         if processes is not None and config.daemon.web_processes:
             processes.count = config.daemon.web_processes
             try:
-                processes.replace(self.config_path)
+                processes.start(self.config_path)
             except NpsSyncError as exc:
                 log.error(
                     "web.reload_failed", error=str(exc), effect="the previous web processes keep serving"

@@ -31,7 +31,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import ColumnElement, Connection, and_, func, select
+from sqlalchemy import Connection, and_, func, select
 
 from nps_sync.abc import CRM
 from nps_sync.config import Config, ProgramConfig
@@ -40,7 +40,7 @@ from nps_sync.forget import tombstones_for
 from nps_sync.models import Audience, ChannelKind, Contact
 from nps_sync.render import choose_language
 from nps_sync.store import schema
-from nps_sync.store.db import Store, utcnow
+from nps_sync.store.db import Store, unindexed, utcnow
 from nps_sync.timezones import in_window, next_window_start, normalize_email, normalize_phone, resolve_zone
 
 log = structlog.get_logger("nps_sync.survey")
@@ -341,14 +341,6 @@ class _PageContext:
                 )
             }
         return cls(suppressed, last, counts)
-
-
-def unindexed(column: ColumnElement[str]) -> ColumnElement[str]:
-    """``column`` as an expression no index can serve. SQLite keeps no statistics, so given an
-    indexed ``state IN (…)`` or ``wave_id = …`` next to ``contact_id IN (one page of ids)`` it may walk
-    the first index, every sent survey or the whole wave, once per page: a wave then costs the
-    square of its size. Written so, the page's own ids are looked up instead."""
-    return column.concat("")
 
 
 _DONE = object()

@@ -18,8 +18,8 @@ from sqlalchemy import and_, exists, func, select, update
 from nps_sync.abc import CRM
 from nps_sync.config import Config, ProgramConfig
 from nps_sync.store import schema
-from nps_sync.store.db import Store, utcnow
-from nps_sync.survey import Decision, WavePlanner, next_opening, snapshot, survey_key, unindexed
+from nps_sync.store.db import Store, unindexed, utcnow
+from nps_sync.survey import Decision, WavePlanner, next_opening, snapshot, survey_key
 from nps_sync.timezones import normalize_phone, resolve_zone
 
 log = structlog.get_logger("nps_sync.waves")

@@ -115,12 +115,9 @@ class WebProcesses:
     # --- lifecycle --------------------------------------------------------------------------------
 
     def start(self, config_path: Path) -> None:
-        self.config_path = config_path
-        self.children = self._spawn_ready(config_path, self.count)
-
-    def replace(self, config_path: Path) -> None:
-        """After a reload: new children on the new config first, then the old ones stop."""
-        fresh = self._spawn_ready(config_path, self.count)
+        """``count`` children on ``config_path``, ready to serve; after a reload the new ones start
+        first, then the old ones stop."""
+        fresh = self._spawn_ready(config_path)
         old, self.children, self.config_path = self.children, fresh, config_path
         self._stop(old)
 
@@ -151,8 +148,8 @@ class WebProcesses:
 
     # --- internals --------------------------------------------------------------------------------
 
-    def _spawn_ready(self, config_path: Path, count: int) -> list[Child]:
-        children = [self._spawn(config_path) for _ in range(count)]
+    def _spawn_ready(self, config_path: Path) -> list[Child]:
+        children = [self._spawn(config_path) for _ in range(self.count)]
         deadline = time.monotonic() + START_TIMEOUT
         for child in children:
             while not child.ready.wait(0.05):
