@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tests.connectors.salesforce.fixtures import credentials
 from tests.connectors.twilio.fixtures import ACCOUNT_SID, AUTH_TOKEN, SERVICE_NUMBER, SERVICE_SID
 from tests.emulators.hubspot import HubSpotEmulator
 from tests.emulators.hubspot.state import Owner, hubspot_time_zone, now_iso
+from tests.emulators.listener import EmulatorHTTPServer
 from tests.emulators.salesforce import SalesforceEmulator
 from tests.emulators.sendgrid import SendGridEmulator
 from tests.emulators.twilio import TwilioEmulator, WebhookSender
@@ -313,7 +314,7 @@ def serve(host: Host, ready_file: Path) -> None:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Control)
+    server = EmulatorHTTPServer(("127.0.0.1", 0), Control)
     server.daemon_threads = True
     info = {
         "control": f"http://127.0.0.1:{server.server_address[1]}",

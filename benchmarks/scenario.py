@@ -254,9 +254,10 @@ def run_load(
             ],
             capture_output=True,
             text=True,
-            check=True,
             env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
         )
+        if out.returncode:
+            raise RuntimeError(f"the load generator exited with {out.returncode}: {out.stderr[-2000:]}")
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         result["database"] = "SQLite" if database == "sqlite" else "PostgreSQL"
         result["web_processes"] = web_processes

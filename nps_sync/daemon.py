@@ -41,7 +41,7 @@ from nps_sync.runtime import Runtime
 from nps_sync.scheduler import Scheduler
 from nps_sync.sdnotify import Notifier
 from nps_sync.web import create_app
-from nps_sync.web.processes import WebProcesses, disabled_key, listen_socket
+from nps_sync.web.processes import WebProcesses, disabled_key, hold_port
 
 log = structlog.get_logger("nps_sync.daemon")
 
@@ -140,7 +140,7 @@ class Daemon:
             if config.daemon.web_processes:
                 processes = WebProcesses(
                     config.daemon.web_processes,
-                    listen_socket(config.daemon.listen_host, config.daemon.listen_port),
+                    hold_port(config.daemon.listen_host, config.daemon.listen_port),
                     replica_id=replicas.id,
                     environ=self.environ,
                     on_work=self._wake_workers,

@@ -2,8 +2,16 @@
 
 With ``web_processes = 0`` (the default) the daemon serves HTTP from a thread, sharing one GIL with
 the workers. With N > 0 the daemon binds the listening socket itself and starts N child processes
-(``python -m nps_sync.web.processes``) that accept on it: answers and webhooks are committed by the
+(``python -m nps_sync.web.processes``) that listen on it: answers and webhooks are committed by the
 children while the daemon's workers record and act on them, each on its own CPU.
+
+- Each child listens on a socket of its own (SO_REUSEPORT, same address) and the kernel spreads
+  new connections over them. With one shared listening socket, the first child awake took every
+  connection waiting (uvloop accepts until none is left): 58 of the load generator's 64 keep-alive
+  connections went to one child. The daemon's socket only holds the port (bound, never listening),
+  so a port in use is reported at start, and no one else's process can take it while children come
+  and go. A connection still waiting in the queue of a child that stops is reset (the client
+  retries); ``net.ipv4.tcp_migrate_req = 1`` hands such connections to another child instead.
 
 - Everything a child does ends in a database commit (answers and events are jobs), so a child holds
   nothing the daemon needs; a child that dies is started again, its in-flight requests unanswered
@@ -48,6 +56,8 @@ WORK = b"W"
 START_TIMEOUT = 30.0
 #: Requests in flight get this long to finish when a child stops.
 GRACEFUL_SECONDS = 5.0
+# Connections a child's socket queues before it accepts them.
+LISTEN_BACKLOG = 2048
 #: Respawn back-off for a child that keeps dying soon after its start.
 BACKOFF_FIRST, BACKOFF_MAX, STABLE_AFTER = 1.0, 30.0, 10.0
 
@@ -61,14 +71,38 @@ def published_disabled(store: Store, replica_id: str) -> dict[str, str]:
     return dict(json.loads(raw)) if raw else {}
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
-    """Bound and listening, inheritable by the children; the daemon never accepts on it."""
+def _port_socket(family: socket.AddressFamily) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return sock
+
+
+def hold_port(host: str, port: int) -> socket.socket:
+    """Bound with SO_REUSEPORT and never listening: the port is ours (another user's process cannot
+    bind it), the children listen on it, and the daemon's socket takes no connections itself."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = _port_socket(family)
     try:
-        sock = socket.create_server((host, port), family=family, backlog=2048)
+        sock.bind((host, port))
     except OSError as exc:
+        sock.close()
         raise NpsSyncError(f"the web server could not listen on {host}:{port}: {exc}") from exc
     sock.set_inheritable(True)
+    return sock
+
+
+def own_listener(held: socket.socket) -> socket.socket:
+    """A child's listening socket, on the address of the daemon's (SO_REUSEPORT)."""
+    sock = _port_socket(held.family)
+    try:
+        sock.bind(held.getsockname()[:2])
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -315,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     threading.Thread(target=relay, name="relay", daemon=True).start()
     threading.Thread(target=watch_daemon, name="life", daemon=True).start()
-    sock = socket.socket(fileno=args.fd)
+    with socket.socket(fileno=args.fd) as held:
+        sock = own_listener(held)
     try:
         server.run(sockets=[sock])
     finally:

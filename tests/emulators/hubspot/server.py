@@ -16,7 +16,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 from tests.emulators.hubspot.common import Request, Response
 from tests.emulators.hubspot.routes import route
 from tests.emulators.hubspot.state import ApiError, Portal, seed
+from tests.emulators.listener import EmulatorHTTPServer
 
 ALL_SCOPES = frozenset(
     {
@@ -86,7 +87,7 @@ class HubSpotEmulator:
         self.lock = threading.RLock()
         self._window: deque[float] = deque()
         self._search_window: deque[float] = deque()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
 
@@ -94,7 +95,7 @@ class HubSpotEmulator:
 
     def start(self) -> HubSpotEmulator:
         handler = _make_handler(self)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = EmulatorHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(

@@ -15,10 +15,11 @@ import socket
 import threading
 from collections import Counter
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.emulators.listener import EmulatorHTTPServer
 from tests.emulators.salesforce import composite
 from tests.emulators.salesforce.auth import Credentials, Sessions
 from tests.emulators.salesforce.bulk import Bulk
@@ -50,7 +51,7 @@ class SalesforceEmulator:
         self._drop: Counter[str] = Counter()
         self._fail: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: EmulatorHTTPServer | None = None
         self.url = ""
 
     # --- control for tests -------------------------------------------------------------------------
@@ -74,7 +75,7 @@ class SalesforceEmulator:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = EmulatorHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         threading.Thread(

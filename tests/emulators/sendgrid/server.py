@@ -17,9 +17,10 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from tests.emulators.listener import EmulatorHTTPServer
 from tests.emulators.sendgrid import render, spec
 from tests.emulators.sendgrid.events import EventSigner, make_event, post
 from tests.harness import ReceivedMessage
@@ -86,7 +87,7 @@ class SendGridEmulator:
         self._validate = validate_spec and spec.spec_skip_reason() is None
         if validate_spec and not self._validate:
             self.state.spec_skipped = spec.spec_skip_reason()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = EmulatorHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)

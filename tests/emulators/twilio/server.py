@@ -12,10 +12,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from tests.emulators.listener import EmulatorHTTPServer
 from tests.emulators.twilio.spec import SpecCheck
 from tests.emulators.twilio.state import E164, Message, TwilioState, new_sid, now
 
@@ -77,7 +78,7 @@ class TwilioEmulator:
         self._in_flight = 0
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
+        self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
         #: Called with each accepted outbound-api message (the webhook side uses it for callbacks).
@@ -91,7 +92,7 @@ class TwilioEmulator:
         class Handler(_Handler):
             em = emulator
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = EmulatorHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(
