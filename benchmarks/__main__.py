@@ -48,6 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--skip-100k-sms", action="store_true", help="leave out the 100,000-contact SMS waves")
     run.add_argument("--load-seconds", type=float, default=10.0)
     run.add_argument(
+        "--wave-web-processes",
+        type=int,
+        default=0,
+        help="[daemon] web_processes for the wave scenarios (default 0: served from a thread of the daemon)",
+    )
+    run.add_argument(
+        "--load-runs", type=int, default=3, help="throughput runs a database, on one wave (default 3)"
+    )
+    run.add_argument(
         "--web-processes",
         type=int,
         default=2,
@@ -98,7 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs: list[tuple[str, Any]] = []
         jobs += [
-            (f"{c}-{ch}-{n}", lambda c=c, ch=ch, n=n: scenario.run_wave(emu, c, ch, n)) for c, ch, n in waves
+            (
+                f"{c}-{ch}-{n}",
+                lambda c=c, ch=ch, n=n: scenario.run_wave(
+                    emu, c, ch, n, web_processes=args.wave_web_processes
+                ),
+            )
+            for c, ch, n in waves
         ]
         jobs += [(f"salesforce-pull-{n}", lambda n=n: scenario.run_pull(emu, "salesforce", n)) for n in pulls]
         jobs += [
@@ -140,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             print(f"== load-{database} …", flush=True)
             try:
-                loads.append(scenario.run_load(emu, database, 500.0, args.load_seconds, args.web_processes))
-                print(f"   {loads[-1]}", flush=True)
+                runs = scenario.run_load(
+                    emu, database, 500.0, args.load_seconds, args.web_processes, args.load_runs
+                )
+                loads.extend(runs)
+                for lo in runs:
+                    print(f"   {lo}", flush=True)
                 save()
             except Exception:
                 traceback.print_exc()

@@ -75,14 +75,19 @@ def markdown(entries: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             "",
             "## POST /r/{token} throughput (load generator in its own process)",
             "",
-            "| database | web processes | target/s | achieved/s | requests | errors | p50 ms | p99 ms |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "Each run answers surveys of one wave not answered before, once the daemon has caught up"
+            " with the run before it.",
+            "",
+            "| database | run | web processes | target/s | achieved/s | requests | errors | p50 ms "
+            "| p99 ms |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for lo in loads:
             web = lo.get("web_processes", 0) or "0 (a thread)"
             out.append(
-                f"| {lo['database']} | {web} | {lo['rate']:.0f} | {lo['achieved']:.0f} | "
-                f"{lo['requests']:,} | {lo['errors']} | {lo['p50_ms']:.1f} | {lo['p99_ms']:.1f} |"
+                f"| {lo['database']} | {lo.get('run', 1)} | {web} | {lo['rate']:.0f} | "
+                f"{lo['achieved']:.0f} | {lo['requests']:,} | {lo['errors']} | {lo['p50_ms']:.1f} | "
+                f"{lo['p99_ms']:.1f} |"
             )
     out.append("")
     return "\n".join(out)

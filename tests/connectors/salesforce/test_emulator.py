@@ -66,6 +66,16 @@ def test_soql_where_supports_and_or_parentheses_in_like_null_and_order_limit(sf:
     assert ["Brown", "Baker"] == _ids(sf, soql)
 
 
+def test_soql_in_compares_strings_case_insensitively_as_salesforce_does(sf: Salesforce) -> None:
+    listed = "SELECT LastName FROM Contact WHERE LastName IN ('brown', 'BAKER', 'nobody') ORDER BY LastName"
+    assert ["Baker", "Brown"] == _ids(sf, listed)
+    total = sf.query("SELECT COUNT() FROM Contact")["totalSize"]
+    others = "SELECT COUNT() FROM Contact WHERE LastName NOT IN ('brown', 'BAKER')"
+    assert total - 2 == sf.query(others)["totalSize"]
+    within = "SELECT LastName FROM Contact WHERE LastName IN ('Brown') AND (Email IN ('x') OR Email != null)"
+    assert ["Brown"] == _ids(sf, within)
+
+
 def test_soql_count_and_date_literals(sf: Salesforce) -> None:
     assert 50 == sf.query("SELECT COUNT() FROM Contact")["totalSize"]
     assert 50 == sf.query("SELECT COUNT() FROM Contact WHERE CreatedDate = TODAY")["totalSize"]

@@ -73,7 +73,8 @@ class Rest:
         def resolve(record: dict[str, Any], path: str) -> Any:
             return self.org.resolve(query.sobject, record, path)
 
-        rows = [r for r in table.values() if query.where is None or soql.evaluate(query.where, r, resolve)]
+        where = soql.prepared(query.where)
+        rows = [r for r in table.values() if where is None or soql.evaluate(where, r, resolve)]
         for name, desc, nulls_last in reversed(query.order):
             present = [r for r in rows if resolve(r, name) is not None]
             absent = [r for r in rows if resolve(r, name) is None]
