@@ -88,7 +88,7 @@ def floor(
         calls["read"] = c(n, SF_PAGE) if n <= SF_BULK_THRESHOLD else 2 + c(n, SF_BULK_PAGE)
         calls["write-back"] = c(w, SF_COLLECTION) + c(aw, SF_COLLECTION)
         calls["tasks"] = c(t, SF_COLLECTION)
-        calls["task-key lookup"] = c(t, SF_COLLECTION)
+        calls["task-key lookup"] = 0  # §6 has none: only a retried step looks its task's key up
         calls["owners"] = 1 if t else 0
         calls["fixed"] = 1 + (2 if t else 1)  # login; describe Contact (and Task when tasks are made), cached
         sequential = calls["read"] * latency
@@ -97,7 +97,7 @@ def floor(
         calls["read"] = c(n, HS_PAGE) + c(accounts, HS_BATCH)
         calls["write-back"] = c(w, HS_BATCH) + c(aw, HS_BATCH)
         calls["tasks"] = c(t, HS_BATCH)
-        calls["task-key lookup"] = c(t, HS_BATCH)
+        calls["task-key lookup"] = 0  # §6 has none: only a retried step looks its task's key up
         calls["owners"] = 1 if t else 0
         # One property read (kept) per object type written before its first write: contacts, and
         # companies for the roll-up. HubSpot has no call that reads two object types' properties.

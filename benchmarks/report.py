@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -26,7 +27,7 @@ def call_rows(calls: dict[str, int], minimum: dict[str, int]) -> list[tuple[str,
     rows = []
     for job in sorted(set(got) | {k for k, v in minimum.items() if v}):
         lo, hi = minimum.get(job, 0), got.get(job, 0)
-        rows.append((job, hi, lo, hi / lo if lo else None))
+        rows.append((job, hi, lo, hi / lo if lo else (math.inf if hi else None)))
     return rows
 
 

@@ -87,7 +87,8 @@ class CRM(Protocol):
         """Create tasks, one result per spec in the same order.
 
         Idempotent by ``TaskSpec.key``: a task that already carries the key is returned with
-        ``existed=True`` instead of being created again.
+        ``existed=True`` instead of being created again. Keys of specs with ``recheck=False`` (the
+        step's first try: no task can carry them yet) need not be looked up first.
         """
         ...
 

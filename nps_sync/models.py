@@ -130,7 +130,9 @@ class BatchResult:
 @dataclass(frozen=True)
 class TaskSpec:
     """A CRM task to create. ``key`` is ours and unique: the connector stores it on the task so a retry
-    can find the task instead of creating a second one."""
+    can find the task instead of creating a second one. ``recheck`` False says no earlier attempt can
+    have created it (the step's first try): the connector may then create it without looking the key
+    up first, saving that call."""
 
     key: str
     contact_id: str
@@ -141,6 +143,7 @@ class TaskSpec:
     due: date
     priority: Priority = "normal"
     type: TaskType = "todo"
+    recheck: bool = True
 
 
 @dataclass(frozen=True)

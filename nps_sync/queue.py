@@ -24,8 +24,11 @@ from nps_sync.store.db import Store, utcnow
 
 log = structlog.get_logger("nps_sync.queue")
 
-#: A handler receives the payloads of a batch of claimed jobs of its kind.
+#: A handler receives the payloads of a batch of claimed jobs of its kind, each with ``ATTEMPT``.
 Handler = Callable[[Sequence[Mapping[str, Any]]], None]
+#: Added to each payload handed to a handler: which claim of the job this is (1 the first time; more
+#: after a failure, a crash or a lapsed lease, when the work may already be partly done).
+ATTEMPT = "attempt"
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 #: Jobs that may run for hours keep their claim that long before another worker may take them over.
@@ -294,7 +297,7 @@ class JobQueue:
         try:
             if handler is None:
                 raise LookupError(f"no handler for job kind {kind_!r}")
-            handler([c[2] for c in claimed])
+            handler([{**c[2], ATTEMPT: c[3]} for c in claimed])
         except Exception as exc:
             attempts = max(c[3] for c in claimed)
             self._failed(ids, attempts, exc)

@@ -1,7 +1,8 @@
 """HubSpot tasks: created at most once per nps-sync key, read back for their state.
 
-Our key is stored in a task property (``nps_task_key``). Before creating, the keys are searched
-(``IN``, 100 keys a call) and found tasks are returned with ``existed=True``. A create whose answer
+Our key is stored in a task property (``nps_task_key``). Before creating, the keys an earlier
+attempt may have used (``TaskSpec.recheck``) are searched (``IN``, 100 keys a call) and found tasks
+are returned with ``existed=True``. A create whose answer
 was lost is resolved by the same lookup, never by sending it again. Caveat: HubSpot's search index
 trails writes by a few seconds, so a lookup straight after a lost answer may miss a task that was
 created; the result is then a transient error and the core's later retry looks the key up again.
@@ -164,7 +165,9 @@ class HubSpotTasks:
                 )
             else:
                 todo.append(spec)
-        existing = self._find_tasks([s.key for s in todo]) if todo else {}
+        # Only keys an earlier attempt may have used are looked up (a first try's cannot exist yet).
+        rechecked = [s.key for s in todo if s.recheck]
+        existing = self._find_tasks(rechecked) if rechecked else {}
         for key, task_id in existing.items():
             results[key] = TaskResult(key, task_id=task_id, existed=True)
         missing = [s for s in todo if s.key not in existing]

@@ -50,6 +50,8 @@ _USER_FIELDS = ("Id", "Name", "Email", "Username", "ManagerId")
 _TASK_FIELDS = ("Id", "IsClosed", "ActivityDate", "OwnerId", "Status")
 #: Settings (state database) holding the contact count of the last pull of each audience.
 AUDIENCE_SIZE_SETTING = "salesforce.audience_size"
+#: Owner ids from audience pulls kept to fill owner queries' spare room (about 40 KB at most).
+NOTED_OWNERS = 2_000
 
 
 def _audience_size_key(soql_where: str) -> str:
@@ -91,6 +93,9 @@ class SalesforceCRM:
         self._users: dict[str, tuple[float, Owner]] = {}
         #: ``find_owner`` answers that found someone, by query text, kept as long.
         self._found: dict[str, tuple[float, Owner]] = {}
+        #: Owner ids met in audience pulls and not read yet (insertion-ordered, at most
+        #: ``NOTED_OWNERS``): they fill the spare room of the next owner query (see ``get_owners``).
+        self._noted_owners: dict[str, None] = {}
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -143,7 +148,7 @@ class SalesforceCRM:
         log.info("salesforce.audience_pull", program=audience.program, total=total, path="rest")
         while True:
             if page["records"]:
-                yield [mapping.to_contact(r, q) for r in page["records"]]
+                yield self._note_owners([mapping.to_contact(r, q) for r in page["records"]])
             if page["done"]:
                 return
             page = self.client.query_more(page["nextRecordsUrl"], table.page_size)
@@ -155,7 +160,7 @@ class SalesforceCRM:
         for rows in self.client.bulk_query("Contact", soql):
             for chunk in mapping.chunks(rows, mapping.MAX_QUERY_PAGE):
                 total += len(chunk)
-                yield [mapping.to_contact(r, q) for r in chunk]
+                yield self._note_owners([mapping.to_contact(r, q) for r in chunk])
         self._store.set_setting(size_key, str(total))
 
     def get_contacts(self, ids: Sequence[str]) -> dict[str, Contact]:
@@ -188,9 +193,21 @@ class SalesforceCRM:
         hit = cache.get(key)
         return hit[1] if hit is not None and now - hit[0] < self.options.owner_cache_seconds else None
 
+    def _note_owners(self, contacts: list[Contact]) -> list[Contact]:
+        """Remember the page's owner ids not read yet, so later owner queries can carry them."""
+        if len(self._noted_owners) < NOTED_OWNERS:
+            ids = {c.owner_id for c in contacts} | {c.account_owner_id for c in contacts}
+            for owner_id in ids - self._users.keys() - self._noted_owners.keys():
+                if owner_id and len(self._noted_owners) < NOTED_OWNERS:
+                    self._noted_owners[owner_id] = None
+        return contacts
+
     def get_owners(self, ids: Sequence[str]) -> dict[str, Owner]:
         """Users by id: those read within ``owner_cache_seconds`` from memory, the rest (an id never
-        seen, or one Salesforce did not know last time) in ⌈n/200⌉ queries."""
+        seen, or one Salesforce did not know last time) in ⌈n/200⌉ queries. The last query's spare
+        room is filled with owner ids met in audience pulls and not read yet, so the owners of a whole
+        wave are usually read by the first playbook batch's one query instead of one query each batch
+        that meets a new one; this never adds a query."""
         now = time.monotonic()
         owners: dict[str, Owner] = {}
         missing: list[str] = []
@@ -200,15 +217,27 @@ class SalesforceCRM:
                 missing.append(owner_id)
             else:
                 owners[owner.id] = owner
-        for chunk in mapping.chunks(missing, mapping.COLLECTION_SIZE):
-            found = self._owners(f"Id IN {mapping.in_list(chunk)}")
-            for owner in found:
-                owners[owner.id] = owner
-                self._users[owner.id] = (now, owner)
-            for asked in chunk:  # a 15-character id is answered with its 18-character form
-                match = next((o for o in found if o.id[:15] == asked[:15]), None)
+        asked = list(missing)
+        if missing and self._noted_owners:
+            room = -len(missing) % mapping.COLLECTION_SIZE
+            wanted = set(missing)
+            for noted in list(self._noted_owners):
+                if room == 0:
+                    break
+                del self._noted_owners[noted]
+                if noted not in wanted and self._fresh(self._users, noted, now) is None:
+                    asked.append(noted)
+                    room -= 1
+        requested = {m[:15] for m in missing}
+        for chunk in mapping.chunks(asked, mapping.COLLECTION_SIZE):
+            # A 15-character id is answered with its 18-character form: both are kept.
+            found = {o.id[:15]: o for o in self._owners(f"Id IN {mapping.in_list(chunk)}")}
+            for owner_id in chunk:
+                match = found.get(owner_id[:15])
                 if match is not None:
-                    self._users[asked] = (now, match)
+                    self._users[owner_id] = self._users[match.id] = (now, match)
+                    if owner_id[:15] in requested:
+                        owners[match.id] = match
         return owners
 
     def find_owner(self, query: str) -> Owner | None:
@@ -369,14 +398,14 @@ class SalesforceCRM:
         self.client.ensure_budget()
         results: dict[str, TaskResult] = {}
         specs = list({t.key: t for t in tasks}.values())
+        # Only keys an earlier attempt may have used are looked up (a first try's cannot exist yet).
+        existing = self._existing_tasks([s.key for s in specs if s.recheck])
         todo = []
-        for chunk in mapping.chunks(specs, mapping.COLLECTION_SIZE):
-            existing = self._existing_tasks([s.key for s in chunk])
-            for spec in chunk:
-                if spec.key in existing:
-                    results[spec.key] = TaskResult(spec.key, task_id=existing[spec.key], existed=True)
-                else:
-                    todo.append(spec)
+        for spec in specs:
+            if spec.key in existing:
+                results[spec.key] = TaskResult(spec.key, task_id=existing[spec.key], existed=True)
+            else:
+                todo.append(spec)
         for chunk in mapping.chunks(todo, mapping.COLLECTION_SIZE):
             try:
                 saved = self.client.collections("POST", [self._task_record(s) for s in chunk])

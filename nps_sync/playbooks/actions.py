@@ -84,6 +84,8 @@ class StepCall:
     rendered: Mapping[str, str]
     owner: Owner | None = None
     due: date | None = None
+    #: No earlier attempt of this step can have acted (see ``runner.StepBatch.first_try``).
+    first_try: bool = False
 
     @property
     def key(self) -> str:
@@ -147,6 +149,7 @@ def crm_task(calls: Sequence[StepCall], services: PlaybookServices) -> list[Outc
                 due=call.due,
                 priority=params.priority,
                 type=params.type,
+                recheck=not call.first_try,
             )
         )
     results = {r.key: r for r in services.crm.create_tasks(specs)}

@@ -41,7 +41,7 @@ from nps_sync.playbooks.events import (
     event_to_json,
 )
 from nps_sync.playbooks.model import Playbook, Step
-from nps_sync.playbooks.runner import StepBatch
+from nps_sync.playbooks.runner import RECHECK, StepBatch
 from nps_sync.store import schema
 
 log = structlog.get_logger("nps_sync.playbooks")
@@ -188,13 +188,19 @@ class PlaybookEngine:
         run_at = now if step.wait is None else self.services.calendar.add(now, step.wait)
         self.enqueue_step_at(conn, run_id, step.index, run_at)
 
-    def enqueue_step_at(self, conn: Connection, run_id: int, step: int, run_at: datetime) -> None:
-        """Queue the ``playbook_step`` job for ``step``; the payload's step lets a stale job no-op."""
+    def enqueue_step_at(
+        self, conn: Connection, run_id: int, step: int, run_at: datetime, *, recheck: bool = False
+    ) -> None:
+        """Queue the ``playbook_step`` job for ``step``; the payload's step lets a stale job no-op.
+        ``recheck``: an earlier attempt may have acted (see ``runner.RECHECK``)."""
+        payload: dict[str, Any] = {"run_id": run_id, "step": step}
+        if recheck:
+            payload[RECHECK] = True
         queue.enqueue(
             self.services.store,
             conn,
             JOB_KIND,
-            {"run_id": run_id, "step": step},
+            payload,
             run_at=run_at.astimezone(timezone.utc),
         )
 

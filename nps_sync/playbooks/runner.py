@@ -6,11 +6,15 @@ managers, one ``create_tasks`` for every ``crm_task`` step), then records steps,
 run states and next jobs in ONE write transaction. A crash anywhere before that commit leaves the
 database as it was, and the retried job repeats only idempotent work: the CRM finds tasks by
 ``TaskSpec.key``, webhook receivers see the same ``Idempotency-Key``, and messages are enqueued only
-in that commit.
+in that commit. Looking keys up costs a CRM call per batch, so it is done only when an earlier
+attempt may have acted: a job claimed again (after a crash, a failure or a lapsed lease, see
+``queue.ATTEMPT``) or queued again after a transient error (``RECHECK``). A job's first claim is
+committed before it runs, so a first attempt is never mistaken for a retry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from nps_sync.faults import crash_point
 from nps_sync.playbooks.actions import ACTIONS, Outcome, OwnerResolver, StepCall, owner_chain
 from nps_sync.playbooks.events import PlaybookEvent, PlaybookServices, event_from_json
 from nps_sync.playbooks.model import Playbook, Step
+from nps_sync.queue import ATTEMPT
 from nps_sync.store import schema
 
 if TYPE_CHECKING:
@@ -33,6 +38,9 @@ log = structlog.get_logger("nps_sync.playbooks")
 
 #: A step whose CRM record failed transiently runs again after this long.
 RETRY_STEP_AFTER = timedelta(minutes=1)
+#: Payload flag of a step job queued again after a transient error: an earlier attempt may have
+#: created the step's task, so its key is looked up before creating.
+RECHECK = "recheck"
 #: Step outcomes recorded per transaction.
 RECORD_CHUNK = 25
 
@@ -52,9 +60,19 @@ class StepBatch:
         self.engine = engine
         self.services = engine.services
         self.wanted: dict[int, int | None] = {}
+        #: Runs whose step no earlier attempt can have acted on: the job's first claim, not a retry.
+        #: Their tasks are created without first looking their keys up in the CRM.
+        self.first_try: set[int] = set()
+        retried: set[int] = set()
         for p in payloads:
             step = p.get("step")
-            self.wanted[int(p["run_id"])] = None if step is None else int(step)
+            run_id = int(p["run_id"])
+            self.wanted[run_id] = None if step is None else int(step)
+            if p.get(ATTEMPT) == 1 and not p.get(RECHECK):
+                self.first_try.add(run_id)
+            else:
+                retried.add(run_id)
+        self.first_try -= retried
         self.now = self.services.now()
         self.closing: list[tuple[_Live | None, int, int, str, str, dict[str, Any]]] = []
         self.completed_keys: list[str] = []
@@ -77,7 +95,7 @@ class StepBatch:
             if isinstance(call, str):
                 self.closing.append((r, r.run_id, r.step.index, "failed", "failed", {"error": call}))
             else:
-                calls.append(call)
+                calls.append(dataclasses.replace(call, first_try=r.run_id in self.first_try))
         for r in live:
             if r.run_id in stops:
                 self.closing.append(
@@ -244,7 +262,8 @@ class StepBatch:
                 "key",
             )
         if outcome.state == "retry":
-            engine.enqueue_step_at(conn, r.run_id, r.step.index, self.now + RETRY_STEP_AFTER)
+            # The transient error may have come after the CRM made the task: the retry looks first.
+            engine.enqueue_step_at(conn, r.run_id, r.step.index, self.now + RETRY_STEP_AFTER, recheck=True)
             log.warning("playbook.step_retry", run_id=r.run_id, step=r.step.index, **outcome.result)
             return
         if outcome.state == "failed":

@@ -66,6 +66,8 @@ class CountingCrm:
         self.refuse_tasks_for: set[str] = set()
         self.busy_for: set[str] = set()
         self.lose_next_create = False
+        #: Every ``create_tasks`` call's specs, in order (their ``recheck`` says what the runner knew).
+        self.task_calls: list[list[TaskSpec]] = []
 
     def get_owners(self, ids: Sequence[str]) -> dict[str, Owner]:
         self.calls["get_owners"] += 1
@@ -91,6 +93,7 @@ class CountingCrm:
         from nps_sync.errors import ConnectorUnavailable
 
         self.calls["create_tasks"] += 1
+        self.task_calls.append(list(tasks))
         allowed = [t for t in tasks if t.contact_id not in self.refuse_tasks_for | self.busy_for]
         created = {r.key: r for r in self.inner.create_tasks(allowed)} if allowed else {}
         if self.lose_next_create:

@@ -151,6 +151,23 @@ def test_a_lost_create_tasks_answer_retried_by_the_queue_creates_no_second_task(
     assert (task["key"], task["id"]) == (record["key"], record["task_id"])
     [step] = world.rows(schema.playbook_steps)
     assert True is step["result"]["existed"]
+    # The first try creates without a key look-up; the queue's second claim asks for one.
+    assert [[False], [True]] == [[s.recheck for s in call] for call in world.crm.task_calls]
+
+
+def test_a_step_whose_worker_died_after_claiming_it_looks_its_task_key_up(world: World) -> None:
+    world.use(ALL)
+    world.answer("C001", 1)
+    assert world.queue is not None
+    [(_, kind, _, attempt)] = world.queue.claim("playbook_step", linger=False)
+    assert ("playbook_step", 1) == (kind, attempt)
+    # The worker dies here: its claim is committed, what it did in the CRM is unknown.
+    assert 1 == world.queue.release_abandoned()
+    world.drain()
+
+    [call] = world.crm.task_calls
+    assert [("nps:1:0", True)] == [(s.key, s.recheck) for s in call]
+    assert 1 == len(world.tasks())
 
 
 def test_the_same_job_run_twice_does_not_repeat_the_step(world: World) -> None:
@@ -262,6 +279,10 @@ def test_a_transient_task_error_runs_the_step_again_a_minute_later(world: World)
     assert ["C001", "C002"] == sorted(t["contact_id"] for t in world.tasks())
     assert {"running"} == {r["state"] for r in world.rows(schema.playbook_runs)}
     assert 2 == world.crm.calls["create_tasks"]
+    # The retry may follow a create the CRM made after all: only it looks its key up.
+    first, retry = world.crm.task_calls
+    assert [("C001", False), ("C002", False)] == sorted((s.contact_id, s.recheck) for s in first)
+    assert [("C002", True)] == [(s.contact_id, s.recheck) for s in retry]
 
 
 def test_a_template_failing_at_run_time_fails_only_its_run(world: World, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import date
 
 from nps_sync.connectors.hubspot import HubSpotCrm
@@ -162,3 +163,26 @@ def test_a_task_for_an_unknown_owner_is_refused_alone(
     results = hubspot_crm.create_tasks([*good, ghost])
     assert [True, True, False] == [r.task_id is not None for r in results]
     assert "4242 is not a valid owner id" in str(results[2].error)
+
+
+def test_first_try_tasks_are_created_without_a_key_search(
+    hubspot_emulator: HubSpotEmulator, hubspot_crm: HubSpotCrm
+) -> None:
+    specs = [
+        dataclasses.replace(s, recheck=False)
+        for s in specs_for(hubspot_crm, HubSpotProbe(hubspot_emulator), 150)
+    ]
+    hubspot_emulator.reset_counts()
+
+    created = hubspot_crm.create_tasks(specs)
+
+    assert 150 == sum(r.task_id is not None and not r.existed for r in created)
+    assert {"tasks.batch_create": 2} == dict(hubspot_emulator.calls)
+
+    # A retry (recheck) of five of them: one search finds them, nothing is created.
+    hubspot_emulator.reset_counts()
+    again = hubspot_crm.create_tasks([dataclasses.replace(s, recheck=True) for s in specs[:5]])
+
+    assert [(r.task_id, True) for r in created[:5]] == [(r.task_id, r.existed) for r in again]
+    assert {"tasks.search": 1} == dict(hubspot_emulator.calls)
+    assert 150 == len(hubspot_emulator.portal.objects["tasks"])

@@ -290,3 +290,32 @@ def test_pages_smaller_than_asked_for_are_followed_to_the_end(
 def test_a_soql_where_salesforce_refuses_names_the_program(make_salesforce_crm: MakeCrm) -> None:
     with pytest.raises(PermanentError, match=r"program 'p': audience soql_where .*INVALID_FIELD.*Plan__c"):
         _pull(make_salesforce_crm(), {"soql_where": "Plan__c = 'pro'"})
+
+
+def test_first_try_tasks_are_created_without_a_key_lookup(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm
+) -> None:
+    carla = SalesforceProbe(salesforce_emulator).contact_id("carla.brown@fabrikam.example")
+    crm = make_salesforce_crm()
+    crm.create_tasks([TaskSpec("k:warm-up", carla, None, None, "s", "", date(2026, 12, 2))])
+    first = [
+        TaskSpec(f"k:{i}", carla, None, None, "s", "", date(2026, 12, 2), recheck=False) for i in range(250)
+    ]
+    salesforce_emulator.reset_counts()
+
+    created = crm.create_tasks(first)
+
+    assert 250 == sum(r.task_id is not None and not r.existed for r in created)
+    assert {"collections_create": 2} == salesforce_emulator.call_counts()
+
+    # A retry (recheck) of ten of them and a new one: one look-up finds the ten, one create makes one.
+    salesforce_emulator.reset_counts()
+    again = crm.create_tasks(
+        [TaskSpec(s.key, carla, None, None, "s", "", s.due) for s in first[:10]]
+        + [TaskSpec("k:new", carla, None, None, "s", "", date(2026, 12, 2))]
+    )
+
+    assert [r.task_id for r in created[:10]] == [r.task_id for r in again[:10] if r.existed]
+    assert not again[10].existed and again[10].task_id
+    assert {"query": 1, "collections_create": 1} == salesforce_emulator.call_counts()
+    assert 252 == len(salesforce_emulator.org.records["Task"])

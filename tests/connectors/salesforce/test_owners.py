@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from nps_sync.models import Audience
 from tests.connectors.salesforce.fixtures import MakeCrm, SalesforceProbe
 from tests.emulators.salesforce import SalesforceEmulator
 
@@ -108,3 +109,41 @@ def test_a_wave_whose_answers_take_hours_reads_each_owner_once_a_day(
     later(monkeypatch, 24 * 3600.0 + 1)
     assert {tom} == set(crm.get_owners([tom]))
     assert {"token": 1, "query": 2} == salesforce_emulator.call_counts()
+
+
+def test_owners_met_in_the_pull_ride_along_in_the_first_owner_query(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm
+) -> None:
+    probe = SalesforceProbe(salesforce_emulator)
+    crm = make_salesforce_crm()
+    audience = Audience(program="p", filter={}, channel="email")
+    contacts = [c for page in crm.iter_audience(audience) for c in page]
+    pulled = {c.owner_id for c in contacts} | {c.account_owner_id for c in contacts}
+    pulled.discard(None)
+    jonas = probe.owner_id("jonas.weber@example.com")
+    assert jonas in pulled and len(pulled) >= 3
+    salesforce_emulator.reset_counts()
+
+    assert set() == set(crm.get_owners([]))  # nothing missing: no query, nothing carried
+    first = crm.get_owners([jonas])
+    later = crm.get_owners(sorted(pulled))
+
+    assert {jonas} == set(first)  # only what was asked for is answered
+    assert pulled == set(later)
+    assert {"query": 1} == salesforce_emulator.call_counts()
+
+
+def test_an_owner_query_carries_pulled_owners_only_in_its_spare_room(
+    salesforce_emulator: SalesforceEmulator, make_salesforce_crm: MakeCrm
+) -> None:
+    probe = SalesforceProbe(salesforce_emulator)
+    crm = make_salesforce_crm()
+    [c for page in crm.iter_audience(Audience(program="p", filter={}, channel="email")) for c in page]
+    strangers = [f"005{n:012d}AAA" for n in range(200)]  # a full query of ids Salesforce lacks
+    salesforce_emulator.reset_counts()
+
+    assert {} == crm.get_owners(strangers)
+    assert {"query": 1} == salesforce_emulator.call_counts()
+    # The pulled owners were not carried (no room), so asking for one still costs its query.
+    crm.get_owners([probe.owner_id("jonas.weber@example.com")])
+    assert {"query": 2} == salesforce_emulator.call_counts()
