@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         help="[daemon] web_processes for the wave scenarios (default 0: served from a thread of the daemon)",
     )
     run.add_argument(
+        "--task-batch-wait",
+        type=float,
+        default=None,
+        help="[daemon] task_batch_wait in seconds for the wave scenarios (default: the daemon's, 1.5)",
+    )
+    run.add_argument(
         "--load-runs", type=int, default=3, help="throughput runs a database, on one wave (default 3)"
     )
     run.add_argument(
@@ -110,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             (
                 f"{c}-{ch}-{n}",
                 lambda c=c, ch=ch, n=n: scenario.run_wave(
-                    emu, c, ch, n, web_processes=args.wave_web_processes
+                    emu, c, ch, n, web_processes=args.wave_web_processes, task_batch_wait=args.task_batch_wait
                 ),
             )
             for c, ch, n in waves

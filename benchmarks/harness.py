@@ -142,6 +142,7 @@ def start_daemon(
     paused: bool = False,
     run_on_start: bool = True,
     web_processes: int = 0,
+    task_batch_wait: float | None = None,
 ) -> tuple[DaemonProcess, Store]:
     folder = WORK / name
     if folder.exists():
@@ -159,6 +160,8 @@ def start_daemon(
         daemon_table["database_url"] = database_url
     if web_processes:
         daemon_table["web_processes"] = web_processes
+    if task_batch_wait is not None:
+        daemon_table["task_batch_wait"] = task_batch_wait
     config = write_config(
         folder / "config.toml",
         port=port,

@@ -57,7 +57,14 @@ def _utc(value: datetime) -> datetime:
 
 
 def run_wave(
-    emu: Emulators, crm: str, channel: str, n: int, *, accounts: int | None = None, web_processes: int = 0
+    emu: Emulators,
+    crm: str,
+    channel: str,
+    n: int,
+    *,
+    accounts: int | None = None,
+    web_processes: int = 0,
+    task_batch_wait: float | None = None,
 ) -> Result:
     name = f"{crm}-{channel}-{n}"
     accounts = accounts or max(10, n // 100)
@@ -66,7 +73,11 @@ def run_wave(
     result = Result(name, crm, channel, n, "wave")
     if web_processes:
         result.notes.append(f"web_processes = {web_processes}")
-    daemon, store = start_daemon(emu, name, crm, channel, web_processes=web_processes)
+    if task_batch_wait is not None:
+        result.notes.append(f"task_batch_wait = {task_batch_wait:g}")
+    daemon, store = start_daemon(
+        emu, name, crm, channel, web_processes=web_processes, task_batch_wait=task_batch_wait
+    )
     assert daemon.proc is not None
     sends = schema.sends
     try:

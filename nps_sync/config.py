@@ -141,6 +141,8 @@ class DaemonConfig(Frozen):
     account_rollup_quiet: Duration = timedelta(seconds=0.5)
     #: … or at the latest this long after an account first needed one (a steady stream of answers).
     account_rollup_max_delay: Duration = timedelta(minutes=10)
+    #: A playbook step waits at most this long for others to share its CRM task call.
+    task_batch_wait: Duration = timedelta(seconds=1.5)
     business_calendar: BusinessCalendarConfig = BusinessCalendarConfig()
     limits: LimitsConfig = LimitsConfig()
 
@@ -159,7 +161,7 @@ class DaemonConfig(Frozen):
             raise ValueError(f"expected HOST:PORT such as '127.0.0.1:8080', got: {value!r}")
         return value
 
-    @field_validator("account_rollup_quiet", "account_rollup_max_delay")
+    @field_validator("account_rollup_quiet", "account_rollup_max_delay", "task_batch_wait")
     @classmethod
     def _positive_delay(cls, value: timedelta, info: ValidationInfo) -> timedelta:
         if value <= timedelta(0):

@@ -46,6 +46,10 @@ from nps_sync.web.processes import WebProcesses, disabled_key, hold_port
 log = structlog.get_logger("nps_sync.daemon")
 
 IDLE_SLEEP = 0.25
+#: After a round that found nothing ready, a worker polls again no sooner than this, however often
+#: work is queued meanwhile: a stream of answers (100 a second) wakes it on every answer, and each
+#: round costs queries (pause flag, queued sends, due jobs) that found nothing while batches linger.
+MIN_IDLE = 0.05
 PERIODIC_EVERY = 30.0
 ELECTION_EVERY = 0.5
 
@@ -102,6 +106,15 @@ def single_instance(runtime_config: config_mod.Config) -> Iterator[None]:
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def idle(stop: threading.Event, work_queued: threading.Event) -> None:
+    """A worker's wait after a round that did nothing: at least ``MIN_IDLE``, then until work is
+    queued (a response, a web process's answer) or ``IDLE_SLEEP`` has passed."""
+    if stop.wait(MIN_IDLE):
+        return
+    if work_queued.wait(IDLE_SLEEP - MIN_IDLE):
+        work_queued.clear()
 
 
 class Daemon:
@@ -344,9 +357,8 @@ class Daemon:
             except Exception as exc:
                 log.error("worker.error", worker=name, error=f"{type(exc).__name__}: {exc}")
                 done = 0
-            # Idle: sleep until the poll interval passes or a response queues work (write-back, tasks).
-            if not done and rt.responses.work_queued.wait(IDLE_SLEEP):
-                rt.responses.work_queued.clear()
+            if not done:
+                idle(stop, rt.responses.work_queued)
 
     def _heartbeat(self, replicas: Replicas) -> None:
         # Its own thread: a long wave or scan in the main loop must not make this replica look dead.

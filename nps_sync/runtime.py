@@ -45,9 +45,6 @@ log = structlog.get_logger("nps_sync.runtime")
 QUIET = timedelta(seconds=0.5)
 #: Write-back latency is no target: wait long enough for full CRM batches at 100 answers a second.
 WRITEBACK_LINGER = Linger(quiet=QUIET, longest=timedelta(seconds=3))
-#: Answer → task should stay near two seconds: at 100 answers a second a Salesforce batch then holds
-#: about 150 tasks, not the 200 a Collection takes (full batches and a 2 s p99 conflict there).
-STEP_LINGER = Linger(quiet=QUIET, longest=timedelta(seconds=1.5))
 #: Account roll-ups recomputed at once, one job per account, up to this many accounts.
 ROLLUP_BATCH = 2000
 
@@ -152,7 +149,10 @@ class Runtime:
             # while either is queued or running a roll-up's quiet gap does not count.
             lingers={
                 "writeback": WRITEBACK_LINGER,
-                "playbook_step": STEP_LINGER,
+                # ``task_batch_wait`` (1.5 s): answer → task stays under two seconds; at 100 answers
+                # a second a Salesforce batch then holds about 150 tasks, not the 200 a Collection
+                # takes (full batches and a 2 s p99 conflict there: ops choose).
+                "playbook_step": Linger(quiet=QUIET, longest=config.daemon.task_batch_wait),
                 ROLLUP_JOB: Linger(
                     quiet=config.daemon.account_rollup_quiet,
                     longest=config.daemon.account_rollup_max_delay,

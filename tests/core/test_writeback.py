@@ -346,8 +346,36 @@ def test_a_steady_stream_of_answers_writes_each_account_once_per_maximum_delay(
         ),
         ({"account_rollup_max_delay": "soon"}, "daemon.account_rollup_max_delay: expected a duration"),
         ({"account_rollup_quiet": "20m"}, "account_rollup_quiet must not exceed account_rollup_max_delay"),
+        ({"task_batch_wait": "0s"}, "daemon.task_batch_wait: task_batch_wait must be positive"),
+        ({"task_batch_wait": "a while"}, "daemon.task_batch_wait: expected a duration"),
     ],
 )
 def test_bad_roll_up_delays_are_config_errors(options: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_mod.parse(config_data(**options), source=Path("config.toml"))
+
+
+@pytest.mark.parametrize(
+    ("setting", "claimed_at"),
+    [({}, 1.6), ({"task_batch_wait": "4s"}, 4.0)],  # the default 1.5 s: the first 0.4 s tick after it
+)
+def test_playbook_steps_wait_task_batch_wait_for_a_fuller_task_call(
+    tmp_path: Path, core_store: Store, setting: dict[str, str], claimed_at: float
+) -> None:
+    """Steps arriving every 0.4 s (no quiet gap) run together once the oldest waited the setting."""
+    rt = make_runtime(tmp_path, core_store, **setting)
+    ran_at: list[float] = []
+    try:
+        with time_machine.travel(utcnow(), tick=False) as clock:
+            for tick in range(15):
+                with rt.store.begin() as conn:
+                    enqueue(rt.store, conn, "playbook_step", {"run_id": tick, "step": 0})
+                clock.shift(timedelta(seconds=0.4))
+                claimed = rt.queue.claim()
+                if claimed:
+                    ran_at.append(round((tick + 1) * 0.4, 1))
+                    assert {"playbook_step"} == {c[1] for c in claimed}
+                    break
+    finally:
+        rt.close()
+    assert [claimed_at] == ran_at
