@@ -62,9 +62,15 @@ _PREVIOUS_CATEGORY = (
     .limit(1)
 )
 _INSERT_RESPONSE = _resp.insert()
-_SEND_BY_KEY = select(
-    _sends.c.id, _sends.c.channel, _sends.c.address, _sends.c.contact_id, _sends.c.state, _sends.c.claimed_at
-).where(_sends.c.send_key == bindparam("key"))
+_SENDS_BY_KEYS = select(
+    _sends.c.send_key,
+    _sends.c.id,
+    _sends.c.channel,
+    _sends.c.address,
+    _sends.c.contact_id,
+    _sends.c.state,
+    _sends.c.claimed_at,
+).where(_sends.c.send_key.in_(bindparam("keys", expanding=True)))
 _UPDATE_RESPONSE = update(_resp).where(_resp.c.id == bindparam("rid"))
 #: The newest survey sent to a phone number: which survey an SMS reply answers. Found through the
 #: (channel, address) index; ``state`` is kept out of the index choice (see ``unindexed``: SQLite
@@ -458,15 +464,44 @@ class Responses:
     def _record_events(
         self, conn: Connection, events: Sequence[ProviderEvent]
     ) -> list[tuple[bool, str | None]]:
-        """Each event's (new, suppression reason) in the caller's transaction, in order."""
-        return [self._delivery_event_in(conn, e) for e in events]
+        """Each event's (new, suppression reason) in the caller's transaction, in order. The batch
+        costs one INSERT of the event ids (the ones it adds are the new ones; an id twice in the
+        batch is new the first time) and one look-up of their sends, whatever its size."""
+        now = utcnow()
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        firsts: list[tuple[str, str] | None] = []
+        for e in events:
+            key = (e.provider, e.event_id[:200])
+            if key in rows:
+                firsts.append(None)
+                continue
+            rows[key] = {
+                "provider": e.provider,
+                "event_id": key[1],
+                "kind": e.event[:40],
+                "send_key": e.send_key,
+                "detail": e.detail[:2000],
+                "received_at": now,
+            }
+            firsts.append(key)
+        added = self.store.insert_new(
+            conn, schema.inbound_events, list(rows.values()), "provider", "event_id"
+        )
+        fresh = [key is not None and key in added for key in firsts]
+        sends = _sends_by_key(
+            conn, {e.send_key for e, new in zip(events, fresh, strict=True) if new and e.send_key}
+        )
+        return [
+            self._apply_event(conn, e, sends.get(e.send_key) if e.send_key else None, now)
+            if new
+            else (False, None)
+            for e, new in zip(events, fresh, strict=True)
+        ]
 
-    def _delivery_event_in(self, conn: Connection, e: ProviderEvent) -> tuple[bool, str | None]:
-        if not self._first_time(conn, e.provider, e.event_id, e.event, e.send_key, e.detail):
-            return False, None
-        send = None
-        if e.send_key:
-            send = conn.execute(_SEND_BY_KEY, {"key": e.send_key}).mappings().first()
+    def _apply_event(
+        self, conn: Connection, e: ProviderEvent, send: dict[str, Any] | None, now: datetime
+    ) -> tuple[bool, str | None]:
+        """What a new event does: suppress the address it condemns, settle a send left unknown."""
         address = e.address
         channel = send["channel"] if send else ("sms" if address and address.startswith("+") else "email")
         norm = (send["address"] if send else None) or (
@@ -496,13 +531,29 @@ class Responses:
             state = "sent" if e.event == "delivered" else "failed"
             # Like reconcile: a send that went out was sent when it was claimed (sent_at drives
             # reminders, re-survey intervals and which survey an SMS reply answers).
-            sent_at = (send["claimed_at"] or e.occurred_at or utcnow()) if state == "sent" else None
+            sent_at = (send["claimed_at"] or e.occurred_at or now) if state == "sent" else None
             conn.execute(
                 update(schema.sends)
                 .where(schema.sends.c.id == send["id"])
-                .values(state=state, sent_at=sent_at, updated_at=utcnow())
+                .values(state=state, sent_at=sent_at, updated_at=now)
             )
+            send["state"] = state  # a second event of the batch for this send sees it settled
         return True, reason
+
+
+#: Send keys looked up per statement (well under SQLite's and PostgreSQL's bound-parameter limits).
+SEND_KEYS_PER_QUERY = 500
+
+
+def _sends_by_key(conn: Connection, keys: set[str]) -> dict[str, dict[str, Any]]:
+    """The sends the events of a batch are about, by send key, in one query per 500 keys."""
+    found: dict[str, dict[str, Any]] = {}
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), SEND_KEYS_PER_QUERY):
+        chunk = ordered[start : start + SEND_KEYS_PER_QUERY]
+        for row in conn.execute(_SENDS_BY_KEYS, {"keys": chunk}).mappings():
+            found[row["send_key"]] = dict(row)
+    return found
 
 
 def _log_events(events: Sequence[ProviderEvent], recorded: Sequence[tuple[bool, str | None]]) -> None:

@@ -22,12 +22,11 @@ bad_record         the CRM record could not be read (detail says why); the wave 
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -38,6 +37,7 @@ from nps_sync.config import Config, ProgramConfig
 from nps_sync.durations import TimeWindow
 from nps_sync.forget import tombstones_for
 from nps_sync.models import Audience, ChannelKind, Contact
+from nps_sync.readahead import prefetched
 from nps_sync.render import choose_language
 from nps_sync.store import schema
 from nps_sync.store.db import Store, unindexed, utcnow
@@ -100,7 +100,7 @@ class WavePlanner:
         )
         planned_per_account: Counter[str] = Counter()
         callbacks = self._accounts_with_open_callbacks()
-        for page in prefetched(self.crm.iter_audience(audience)):
+        for page in prefetched(self.crm.iter_audience(audience), ahead=PREFETCH_CONTACTS):
             with self.store.read() as conn:
                 context = _PageContext.load(conn, page, program, self.now, channel)
             out = []
@@ -343,79 +343,12 @@ class _PageContext:
         return cls(suppressed, last, counts)
 
 
-_DONE = object()
 #: How many contacts the audience reader may hold ahead of the decisions (always at least one page).
 #: Paging is sequential — each page needs the previous one's cursor — so a page not asked for while
 #: the decisions wait (for SQLite's writer during a send batch's claim, say) is time the wave never
 #: gets back. A thousand contacts is ten HubSpot pages, about 0.4 s of round trips; a 2,000-row
 #: Salesforce page still waits alone, so memory stays at one page ahead.
 PREFETCH_CONTACTS = 1000
-
-
-def prefetched(
-    pages: Iterator[Sequence[Contact]], *, ahead: int = PREFETCH_CONTACTS
-) -> Iterator[Sequence[Contact]]:
-    """``pages`` read ahead in a thread, up to ``ahead`` contacts (and always one page): the CRM's
-    round trips for the next pages overlap the work on this one, so a wave takes about the longer
-    of the two instead of their sum. Errors come out in order, after the pages read before them;
-    stopping early stops the reader."""
-    buffer: deque[tuple[Any, int]] = deque()
-    held = 0  # contacts in ``buffer``
-    stopped = False
-    changed = threading.Condition()
-
-    def hand_over(item: Any, size: int) -> bool:
-        nonlocal held
-        with changed:
-            while buffer and held + size > ahead and not stopped:
-                changed.wait()
-            if stopped:
-                return False
-            buffer.append((item, size))
-            held += size
-            changed.notify_all()
-            return True
-
-    def read() -> None:
-        try:
-            for page in pages:
-                if not hand_over(page, len(page)):
-                    break
-        except BaseException as exc:  # handed to the consumer, raised there
-            hand_over(_Failed(exc), 0)
-            return
-        finally:
-            if stopped:
-                close = getattr(pages, "close", None)
-                if close is not None:
-                    close()
-        hand_over(_DONE, 0)
-
-    reader = threading.Thread(target=read, name="wave-pages", daemon=True)
-    reader.start()
-    try:
-        while True:
-            with changed:
-                while not buffer:
-                    changed.wait()
-                item, size = buffer.popleft()
-                held -= size
-                changed.notify_all()
-            if item is _DONE:
-                return
-            if isinstance(item, _Failed):
-                raise item.error
-            yield item
-    finally:
-        with changed:
-            stopped = True
-            changed.notify_all()
-        reader.join()
-
-
-@dataclass(frozen=True)
-class _Failed:
-    error: BaseException
 
 
 def next_opening(at: datetime, zones: Sequence[ZoneInfo], windows: Sequence[TimeWindow]) -> datetime | None:

@@ -30,6 +30,7 @@ from nps_sync.models import (
     TaskSpec,
     TaskState,
 )
+from nps_sync.readahead import prefetched
 
 from . import notes
 from .client import HubSpotClient, PropertyInfo, Record
@@ -64,6 +65,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("nps_sync.connectors.hubspot")
 
 SETUP_HINT = "run `nps-sync setup hubspot` to create it"
+#: Raw contact pages read ahead of their conversion into contacts (``iter_audience``).
+RAW_PAGES_AHEAD = 10
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -141,7 +144,9 @@ class HubSpotCrm:
         else:
             pages = self._search_pages(spec, props, limit)
         count = 0
-        for records in pages:
+        # Raw pages are read ahead of their conversion (time zones, phone numbers, companies): the
+        # next round trip starts as soon as a page's cursor is known.
+        for records in prefetched(pages, ahead=RAW_PAGES_AHEAD * limit):
             count += len(records)
             yield self._to_contacts(records, companies, extra)
         log.info("hubspot.audience_read", program=audience.program, contacts=count)

@@ -166,6 +166,18 @@ class Store:
             ins = (sqlite_insert if self.is_sqlite else pg_insert)(table)
             conn.execute(ins.on_conflict_do_nothing(index_elements=list(keys)), rows)
 
+    def insert_new(
+        self, conn: Connection, table: Any, rows: list[dict[str, Any]], *keys: str
+    ) -> set[tuple[Any, ...]]:
+        """``insert_ignore_many`` that tells which rows were added: the ``keys`` values of each row
+        this transaction inserted (rows another transaction holds already are not among them). One
+        executemany with RETURNING, so a webhook's hundreds of events cost one statement batch."""
+        if not rows:
+            return set()
+        columns = [table.c[k] for k in keys]
+        stmt = self._insert_ignoring(table, keys, frozenset(rows[0])).returning(*columns)
+        return {tuple(row) for row in conn.execute(stmt, rows)}
+
     # --- small shared settings (the pause switch) -----------------------------------------------
 
     def get_setting(self, key: str) -> str | None:

@@ -31,6 +31,7 @@ import pytest
 from sqlalchemy import func, select
 
 from nps_sync import config as config_mod
+from nps_sync.connectors.hubspot.connector import RAW_PAGES_AHEAD
 from nps_sync.runtime import Runtime
 from nps_sync.store import schema
 from nps_sync.store.db import utcnow
@@ -223,9 +224,10 @@ def test_repeated_5xx_rests_the_channel_then_it_recovers_and_sends_once(
 
 
 PAGE = 50
-#: Bulk contacts on top of the seed's: more than the reader may hold ahead of the decisions
-#: (PREFETCH_CONTACTS), so the cut after the first page's decisions lands mid-pull.
-PULLED = PREFETCH_CONTACTS + 5 * PAGE
+#: Bulk contacts on top of the seed's: more than the wave may hold ahead of its decisions
+#: (PREFETCH_CONTACTS) plus the raw pages the connector reads ahead of converting them
+#: (RAW_PAGES_AHEAD), so the cut after the first page's decisions lands mid-pull.
+PULLED = PREFETCH_CONTACTS + (RAW_PAGES_AHEAD + 10) * PAGE
 MAX_ATTEMPTS = 3
 
 
@@ -299,9 +301,11 @@ def test_a_pull_cut_by_resets_resumes_with_every_contact_decided_once(
             f"max decisions per contact={max(per_contact.values())} sends={sum(queued.values())} "
             f"max sends per contact={max(queued.values())} summary={dict(summary.counts)}"
         )
-        # The pull reads ahead of the decisions (nps_sync.survey.prefetched): when the first page's
-        # decisions cut the link, the pages queued behind it and the one in flight still land.
-        assert 1 <= len(pages) <= 2 + PREFETCH_CONTACTS // PAGE
+        # The pull reads ahead of the decisions (nps_sync.readahead.prefetched), and the connector
+        # reads raw pages ahead of converting them: when the first page's decisions cut the link,
+        # what was read still lands — the wave's buffer, the converted page waiting for room in it,
+        # the raw buffer and the raw page waiting for room in that.
+        assert 1 <= len(pages) <= 3 + PREFETCH_CONTACTS // PAGE + RAW_PAGES_AHEAD
         assert {PAGE} == set(pages)
         assert "" != failure
         assert MAX_ATTEMPTS == resets  # every attempt of the next page met a reset, no more

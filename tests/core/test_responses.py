@@ -380,6 +380,54 @@ def test_a_webhook_batch_commits_once_and_flags_each_event_new_or_seen(rt: Runti
     assert [("email", send_row(rt.store, "k2")["address"], "bounced")] == suppressions(rt.store)
 
 
+def test_a_webhook_batch_costs_one_insert_and_a_send_lookup_per_500_keys(rt: Runtime) -> None:
+    contact = seeded_contacts(rt, 1)[0]
+    keys = [f"k{i}" for i in range(502)]
+    for key in keys:
+        add_send(rt, contact, key=key, state="unknown" if key == "k7" else "sent", sent_at=utcnow())
+    rt.responses.delivery_event(
+        provider="sendgrid", event_id="ev0", event="delivered", send_key="k0", address=None, occurred_at=None
+    )
+    batch = [ProviderEvent("sendgrid", f"ev{i}", "delivered", key, None, None) for i, key in enumerate(keys)]
+    batch.insert(4, ProviderEvent("sendgrid", "ev3", "delivered", "k3", None, None))  # twice in one post
+    statements: list[str] = []
+
+    def seen(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        if " inbound_events " in f"{statement} " or " sends " in f"{statement} ":
+            statements.append(statement.split()[0].upper())
+
+    event.listen(rt.store.engine, "before_cursor_execute", seen)
+    try:
+        fresh = rt.responses.delivery_events(batch)
+    finally:
+        event.remove(rt.store.engine, "before_cursor_execute", seen)
+    assert [False, True, True, True, False] + [True] * 498 == fresh
+    # 502 event ids in one INSERT; the 501 new ones' sends, 500 keys a SELECT; one UPDATE for the
+    # send left unknown.
+    assert ["INSERT", "SELECT", "SELECT", "UPDATE"] == statements
+    assert "sent" == send_row(rt.store, "k7")["state"]
+    with rt.store.read() as conn:
+        assert 502 == conn.execute(select(func.count()).select_from(schema.inbound_events)).scalar_one()
+
+
+def test_insert_new_tells_which_rows_this_transaction_added(core_store: Store) -> None:
+    row = {"provider": "sendgrid", "kind": "delivered", "detail": "", "received_at": utcnow()}
+    with core_store.begin() as conn:
+        core_store.insert_ignore(
+            conn, schema.inbound_events, {**row, "event_id": "a"}, "provider", "event_id"
+        )
+    with core_store.begin() as conn:
+        added = core_store.insert_new(
+            conn,
+            schema.inbound_events,
+            [{**row, "event_id": e} for e in ("a", "b", "c")],
+            "provider",
+            "event_id",
+        )
+        assert {("sendgrid", "b"), ("sendgrid", "c")} == added
+        assert set() == core_store.insert_new(conn, schema.inbound_events, [], "provider", "event_id")
+
+
 def test_a_webhook_batch_that_fails_records_none_of_its_events(rt: Runtime) -> None:
     add_send(rt, seeded_contacts(rt, 1)[0], key="k", state="sent", sent_at=utcnow())
     batch = [

@@ -12,7 +12,8 @@ import email_validator
 import pytest
 
 from nps_sync.models import Contact
-from nps_sync.survey import prefetched
+from nps_sync.readahead import prefetched
+from nps_sync.survey import PREFETCH_CONTACTS
 from nps_sync.timezones import normalize_email
 from tests.e2e.daemon import wait_for
 
@@ -34,7 +35,7 @@ def pages(
 def test_pages_come_out_in_order_and_are_read_in_another_thread() -> None:
     log: list[str] = []
 
-    got = [page[0].id for page in prefetched(pages(5, log=log))]
+    got = [page[0].id for page in prefetched(pages(5, log=log), ahead=PREFETCH_CONTACTS)]
 
     assert ["C0", "C1", "C2", "C3", "C4"] == got
     assert [f"read {i} in wave-pages" for i in range(5)] + ["closed"] == log
@@ -44,7 +45,7 @@ def test_an_error_comes_out_after_the_pages_read_before_it() -> None:
     got: list[str] = []
 
     def consume() -> None:
-        for page in prefetched(pages(5, fail_after=2)):
+        for page in prefetched(pages(5, fail_after=2), ahead=PREFETCH_CONTACTS):
             got.append(page[0].id)
 
     with pytest.raises(RuntimeError, match="page 2 could not be read"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,9 +12,11 @@ from pydantic import ValidationError
 
 from nps_sync.connectors.hubspot import HubSpotCrm
 from nps_sync.connectors.hubspot.config import HubSpotAudience
+from nps_sync.connectors.hubspot.connector import RAW_PAGES_AHEAD
 from nps_sync.models import Audience, Contact, ContactUpdate
 from nps_sync.store.db import Store
 from tests.connectors.hubspot.fixtures import HubSpotProbe, build_hubspot, hubspot_options
+from tests.e2e.daemon import wait_for
 from tests.emulators.hubspot import HubSpotEmulator
 
 
@@ -47,6 +50,29 @@ def test_25000_contacts_are_pulled_and_written_back_in_two_calls_per_hundred(
         }
         assert expected == dict(emu.calls)
         assert "10" == HubSpotProbe(emu).contact_value(contacts[-1].id, "score")
+        crm.close()
+    finally:
+        emu.stop()
+
+
+def test_raw_pages_are_read_ahead_of_their_conversion_up_to_ten_and_stop_with_the_reader(
+    sqlite_store: Store, tmp_path: Path
+) -> None:
+    emu = HubSpotEmulator().start()
+    try:
+        emu.add_contacts(3_000)
+        crm = build_hubspot(emu, sqlite_store, tmp_path)
+        pages = crm.iter_audience(Audience(program="p", filter={"all_contacts": True}, channel="email"))
+        assert 100 == len(next(pages))
+        # While the first page is worked on: ten pages wait converted-to-be, an eleventh waits for
+        # room, the first is out — twelve calls, and no more however long the consumer takes.
+        held = 1 + RAW_PAGES_AHEAD + 1
+        wait_for(lambda: emu.calls["contacts.list"] >= held, timeout=10, what="the read-ahead")
+        time.sleep(0.3)
+        assert held == emu.calls["contacts.list"]
+        pages.close()  # type: ignore[attr-defined]  # a generator
+        time.sleep(0.1)
+        assert held == emu.calls["contacts.list"]
         crm.close()
     finally:
         emu.stop()
