@@ -346,29 +346,9 @@ class Responses:
 
     # --- the InboundSink the channels' webhooks call ----------------------------------------------
 
-    def _first_time(
-        self,
-        conn: Connection,
-        provider: str,
-        event_id: str,
-        kind: str,
-        send_key: str | None = None,
-        detail: str = "",
-    ) -> bool:
-        return self.store.insert_ignore(
-            conn,
-            schema.inbound_events,
-            {
-                "provider": provider,
-                "event_id": event_id[:200],
-                "kind": kind[:40],
-                "send_key": send_key,
-                "detail": detail[:2000],
-                "received_at": utcnow(),
-            },
-            "provider",
-            "event_id",
-        )
+    def _first_time(self, conn: Connection, provider: str, event_id: str, kind: str) -> bool:
+        row = _event_row(provider, event_id, kind, None, "", utcnow())
+        return self.store.insert_ignore(conn, schema.inbound_events, row, "provider", "event_id")
 
     def sms_received(
         self, *, provider: str, event_id: str, from_number: str, to_number: str, body: str
@@ -471,18 +451,12 @@ class Responses:
         rows: dict[tuple[str, str], dict[str, Any]] = {}
         firsts: list[tuple[str, str] | None] = []
         for e in events:
-            key = (e.provider, e.event_id[:200])
+            row = _event_row(e.provider, e.event_id, e.event, e.send_key, e.detail, now)
+            key = (row["provider"], row["event_id"])
             if key in rows:
                 firsts.append(None)
                 continue
-            rows[key] = {
-                "provider": e.provider,
-                "event_id": key[1],
-                "kind": e.event[:40],
-                "send_key": e.send_key,
-                "detail": e.detail[:2000],
-                "received_at": now,
-            }
+            rows[key] = row
             firsts.append(key)
         added = self.store.insert_new(
             conn, schema.inbound_events, list(rows.values()), "provider", "event_id"
@@ -539,6 +513,21 @@ class Responses:
             )
             send["state"] = state  # a second event of the batch for this send sees it settled
         return True, reason
+
+
+def _event_row(
+    provider: str, event_id: str, kind: str, send_key: str | None, detail: str, received_at: datetime
+) -> dict[str, Any]:
+    """An ``inbound_events`` row, its values cut to the columns' sizes (the event id is the key that
+    tells a provider's retry from a new event)."""
+    return {
+        "provider": provider,
+        "event_id": event_id[:200],
+        "kind": kind[:40],
+        "send_key": send_key,
+        "detail": detail[:2000],
+        "received_at": received_at,
+    }
 
 
 #: Send keys looked up per statement (well under SQLite's and PostgreSQL's bound-parameter limits).
