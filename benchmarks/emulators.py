@@ -235,7 +235,7 @@ class Host:
             self.sg.state.received.clear()
         with self.tw.state.lock:
             self.tw.state.calls.clear()
-            self.tw.state.messages.clear()
+        self.tw.state.forget_messages()
         self.tw.max_in_flight = 0
 
     def surveys(self, channel: str, offset: int, limit: int) -> list[dict[str, Any]]:
@@ -257,7 +257,7 @@ class Host:
         self.sg.connect(daemon_url, events=("delivered",))
         self.tw_hooks.target_url = daemon_url.rstrip("/")
         self.tw_hooks.public_url = daemon_url.rstrip("/")
-        self.tw_hooks.start_auto_status()
+        self.tw_hooks.start_auto_status(senders=8)  # Twilio posts callbacks concurrently
 
     def sms_reply(self, number: str, body: str) -> int:
         return self.tw_hooks.inbound(number, body).status

@@ -156,6 +156,36 @@ def test_a_task_without_status_or_priority_fails_per_record(
     assert "REQUIRED_FIELD_MISSING" == results[0]["errors"][0]["statusCode"]
 
 
+def test_a_task_key_is_refused_while_a_task_holds_it_and_free_once_changed_or_deleted(
+    sf: Salesforce, salesforce_emulator: SalesforceEmulator
+) -> None:
+    alice = salesforce_emulator.org.find("Contact", "Email", "alice.smith@northwind.example")[0]["Id"]
+
+    def tasks(*keys: str) -> list[dict[str, Any]]:
+        records = [
+            {"attributes": {"type": "Task"}, "WhoId": alice, "Subject": k, "Status": "Not Started",
+             "Priority": "High", "NPS_Task_Key__c": k}
+            for k in keys
+        ]  # fmt: skip
+        body = {"allOrNone": False, "records": records}
+        return list(sf.restful("composite/sobjects", method="POST", json=body))
+
+    for start in (0, 200):
+        assert all(r["success"] for r in tasks(*(f"k{i}" for i in range(start, start + 200))))
+    holder = {t["NPS_Task_Key__c"]: t["Id"] for t in salesforce_emulator.org.records["Task"].values()}
+
+    first = tasks("k5", "k400")
+    assert [False, True] == [r["success"] for r in first]
+    assert "DUPLICATE_VALUE" == first[0]["errors"][0]["statusCode"]
+    assert first[0]["errors"][0]["message"].endswith(holder["k5"])
+
+    sf.Task.update(holder["k5"], {"NPS_Task_Key__c": "k5-moved", "Subject": "same task, new key"})
+    sf.Task.update(holder["k6"], {"NPS_Task_Key__c": "k6"})  # a task may keep its own key
+    sf.Task.delete(holder["k7"])
+    assert [True, False, True, False] == [r["success"] for r in tasks("k5", "k5-moved", "k7", "k6")]
+    assert 402 == len(salesforce_emulator.org.records["Task"])  # 400 + k400 + k5 + k7 - the deleted k7
+
+
 def test_every_response_carries_limit_info_and_the_allowance_ends_in_request_limit_exceeded(
     sf: Salesforce, salesforce_emulator: SalesforceEmulator
 ) -> None:

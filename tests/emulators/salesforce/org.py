@@ -196,6 +196,10 @@ class Org:
     records: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     validation_rules: list[ValidationRule] = field(default_factory=list)
     _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    #: Unique fields' values → ids of records that held them when written through ``insert`` or
+    #: ``update``, as Salesforce indexes unique and external-id fields. ``find`` checks each
+    #: candidate against ``records`` (which tests and the benchmarks' seeding change directly).
+    _unique: dict[tuple[str, str], dict[Any, set[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for sobject in PREFIXES:
@@ -203,6 +207,9 @@ class Org:
             omitted = self.omit_fields.get(sobject, set())
             self.schemas[sobject] = {d.name: d for d in defs if d.name not in omitted}
             self.records[sobject] = {}
+            for d in self.schemas[sobject].values():
+                if d.unique:
+                    self._unique[(sobject, d.name)] = {}
 
     def new_id(self, sobject: str) -> str:
         n = next(self._counter)
@@ -234,6 +241,7 @@ class Org:
         record.update(Id=new_id, CreatedDate=now, LastModifiedDate=now, SystemModstamp=now)
         self._derive(sobject, record)
         self.records[sobject][new_id] = record
+        self._index(sobject, new_id, record)
         return new_id
 
     def update(self, sobject: str, record_id: str, values: dict[str, Any]) -> None:
@@ -241,6 +249,12 @@ class Org:
         record.update(values)
         record["LastModifiedDate"] = record["SystemModstamp"] = datetime.now(timezone.utc)
         self._derive(sobject, record)
+        self._index(sobject, record_id, values)
+
+    def _index(self, sobject: str, record_id: str, values: dict[str, Any]) -> None:
+        for (indexed, name), by_value in self._unique.items():
+            if indexed == sobject and values.get(name) is not None:
+                by_value.setdefault(values[name], set()).add(record_id)
 
     def _derive(self, sobject: str, record: dict[str, Any]) -> None:
         if "Name" in record and sobject in ("Contact", "User"):
@@ -275,7 +289,19 @@ class Org:
         self.check_path(d.reference_to, rest)
 
     def find(self, sobject: str, name: str, value: Any) -> list[dict[str, Any]]:
-        return [r for r in self.records[sobject].values() if r.get(name) == value]
+        """Records whose ``name`` equals ``value``: a look-up for unique fields, a scan otherwise."""
+        by_value = self._unique.get((sobject, name))
+        if by_value is None:
+            return [r for r in self.records[sobject].values() if r.get(name) == value]
+        table = self.records[sobject]
+        found = []
+        for record_id in sorted(by_value.get(value, ())):
+            record = table.get(record_id)
+            if record is not None and record.get(name) == value:
+                found.append(record)
+            else:  # deleted or changed since: forget it
+                by_value[value].discard(record_id)
+        return found
 
 
 def _rows(name: str) -> Iterable[dict[str, str]]:

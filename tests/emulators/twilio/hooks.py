@@ -81,7 +81,7 @@ class WebhookSender:
         #: ``OptOutType``); off when ops turned Twilio's replies off.
         self.twilio_answers_keywords = False
         self._queue: queue.Queue[tuple[str, str | None] | None] = queue.Queue()
-        self._worker: threading.Thread | None = None
+        self._workers: list[threading.Thread] = []
 
     def sign(self, url: str, params: Mapping[str, str], token: str | None = None) -> str:
         return str(RequestValidator(token or self.em.state.auth_token).compute_signature(url, params))
@@ -199,13 +199,18 @@ class WebhookSender:
         self.em.state.count("webhooks.status")
         return Posted(code, body)
 
-    def start_auto_status(self) -> None:
-        """Report ``sent`` then ``delivered`` for every accepted message, from a background thread."""
-        if self._worker is not None:
+    def start_auto_status(self, senders: int = 1) -> None:
+        """Report ``sent`` then ``delivered`` for every accepted message, from ``senders`` background
+        threads (Twilio posts callbacks for different messages at once; each message's two in order)."""
+        if self._workers:
             return
         self.em.on_accept = lambda message: self._queue.put((message.sid, None))
-        self._worker = threading.Thread(target=self._run, name="twilio-callbacks", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._run, name=f"twilio-callbacks-{n}", daemon=True)
+            for n in range(senders)
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -222,11 +227,13 @@ class WebhookSender:
         self._queue.join()
 
     def stop(self) -> None:
-        if self._worker is not None:
+        if self._workers:
             self.em.on_accept = None
-            self._queue.put(None)
-            self._worker.join(timeout=10)
-            self._worker = None
+            for _ in self._workers:
+                self._queue.put(None)
+            for worker in self._workers:
+                worker.join(timeout=10)
+            self._workers = []
 
 
 def keyword_type(keyword: str) -> str:

@@ -85,6 +85,8 @@ class TwilioState:
     #: (scope, number): scope is a Messaging Service SID or a sender number.
     opt_outs: set[tuple[str, str]] = field(default_factory=set)
     messages: list[Message] = field(default_factory=list)
+    #: The same messages by SID (``find`` is called for every status callback).
+    by_sid: dict[str, Message] = field(default_factory=dict)
     calls: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -102,10 +104,16 @@ class TwilioState:
     def add(self, message: Message) -> None:
         with self.lock:
             self.messages.append(message)
+            self.by_sid[message.sid] = message
 
     def find(self, sid: str) -> Message | None:
         with self.lock:
-            return next((m for m in self.messages if m.sid == sid), None)
+            return self.by_sid.get(sid)
+
+    def forget_messages(self) -> None:
+        with self.lock:
+            self.messages.clear()
+            self.by_sid.clear()
 
 
 def now() -> datetime:
