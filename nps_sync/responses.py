@@ -17,18 +17,18 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import structlog
 from sqlalchemy import Connection, bindparam, delete, desc, select, update
 
 from nps_sync.abc import InboundReply
-from nps_sync.config import Config
+from nps_sync.config import Config, ProgramConfig
 from nps_sync.models import Category, ProviderEvent
 from nps_sync.queue import enqueue, enqueue_many
 from nps_sync.render import Renderer
 from nps_sync.sending import suppress
-from nps_sync.sms_text import parse_sms
+from nps_sync.sms_text import SmsIntent, parse_sms
 from nps_sync.store import schema
 from nps_sync.store.db import Store, unindexed, utcnow
 from nps_sync.store.group_commit import GroupCommit
@@ -110,6 +110,28 @@ class RecordedResponse:
     responded_at: datetime
 
 
+@dataclass(frozen=True)
+class _Sms:
+    """An inbound text, as the webhook gave it (the phone number normalized)."""
+
+    provider: str
+    event_id: str
+    phone: str
+    intent: SmsIntent
+
+
+@dataclass(frozen=True)
+class _SmsDone:
+    """What committing an inbound text did; the reply is worded from it after the commit."""
+
+    outcome: Literal["duplicate", "stop", "start", "help", "unmatched", "recorded", "commented", "invalid"]
+    language: str = "en"
+    program: ProgramConfig | None = None
+    recorded: RecordedResponse | None = None
+    #: STOP: the number was newly suppressed; START: a suppression was lifted.
+    changed: bool = False
+
+
 class ResponseError(ValueError):
     """The answer cannot be recorded (unknown survey, score outside 0–10)."""
 
@@ -138,6 +160,10 @@ class Responses:
             isolate_failures=True,
             after_commit=_log_events,
         )
+        #: Inbound texts (answers, STOP, START, HELP): each with its dedupe row, those arriving
+        #: together in one transaction; a failed batch is committed again text by text, so one bad
+        #: text fails only its own webhook.
+        self.sms_commits = GroupCommit(store, self._record_sms, max_batch=200, isolate_failures=True)
 
     # --- answers ----------------------------------------------------------------------------------
 
@@ -353,68 +379,84 @@ class Responses:
     def sms_received(
         self, *, provider: str, event_id: str, from_number: str, to_number: str, body: str
     ) -> InboundReply:
-        phone = normalize_phone(from_number) or from_number
-        intent = parse_sms(body)
-        with self.store.begin() as conn:
-            if not self._first_time(conn, provider, event_id, f"sms.{intent.kind}"):
-                log.info("sms.duplicate", provider=provider, event_id=event_id)
-                return InboundReply(None)
-            last = conn.execute(_SMS_LAST_SENT_TO, {"phone": phone}).mappings().first()
-            language = last["language"] if last else "en"
-            program = next((p for p in self.config.program if last and p.name == last["program"]), None)
-            contact_id = last["contact_id"] if last else None
-            if intent.kind == "stop":
-                added = suppress(self.store, conn, "sms", phone, "stop", "sms_reply", contact_id=contact_id)
-                log.info("sms.stop", new=added)
-                return InboundReply(self.renderer.text(language, "sms_stop", program) if added else None)
-            if intent.kind == "start":
-                removed = conn.execute(
-                    delete(schema.suppressions).where(
-                        schema.suppressions.c.channel == "sms", schema.suppressions.c.address == phone
-                    )
-                ).rowcount
-                if removed and contact_id:
-                    enqueue(
-                        self.store,
-                        conn,
-                        "crm_opt_out",
-                        {"contact_id": contact_id, "channel": "sms", "value": False},
-                    )
-                # Confirm only a real resubscription: a START from a number that was never opted out
-                # (or a second START) gets no text.
-                return InboundReply(self.renderer.text(language, "sms_start", program) if removed else None)
-            if intent.kind == "help":
-                return InboundReply(self.config.channels.sms.help_text)
-            if last is None:
-                log.info("sms.unmatched", provider=provider)
-                return InboundReply(None)
-            # The answer commits with the event's dedupe row: were they apart, a failure in between
-            # would leave the event seen, the provider's retry dropped and the answer lost.
-            survey_id = int(last["survey_send_id"] or last["id"])
-            recorded: RecordedResponse | None = None
-            commented = False
-            if intent.kind == "score" and intent.score is not None:
-                recorded = self.record_in(conn, survey_id, intent.score, intent.comment, channel="sms")
-            else:
-                # Free text: the comment to a score given within the last 24 hours.
-                response = conn.execute(
-                    select(schema.responses.c.id, schema.responses.c.updated_at).where(
-                        schema.responses.c.send_id == survey_id
-                    )
-                ).first()
-                if response is not None and response.updated_at >= utcnow() - COMMENT_WINDOW:
-                    self.add_comment_in(conn, int(response.id), intent.text, append=True)
-                    commented = True
-        if recorded is not None:
-            self._recorded(recorded, "sms")
-            if intent.comment:
+        """Record an inbound SMS and return the text to answer with. Texts arriving together are
+        committed together (one write turn for a burst of answers); this returns once ours is."""
+        sms = _Sms(provider, event_id, normalize_phone(from_number) or from_number, parse_sms(body))
+        done: _SmsDone = self.sms_commits.submit(sms)
+        language, program = done.language, done.program
+        if done.outcome == "stop":
+            return InboundReply(self.renderer.text(language, "sms_stop", program) if done.changed else None)
+        if done.outcome == "start":
+            # Confirm only a real resubscription: a START from a number that was never opted out
+            # (or a second START) gets no text.
+            return InboundReply(self.renderer.text(language, "sms_start", program) if done.changed else None)
+        if done.outcome == "help":
+            return InboundReply(self.config.channels.sms.help_text)
+        if done.outcome in ("duplicate", "unmatched"):
+            return InboundReply(None)
+        if done.recorded is not None:
+            self._recorded(done.recorded, "sms")
+            if sms.intent.comment:
                 return InboundReply(self.renderer.text(language, "sms_comment_thanks", program))
-            follow_up = self.renderer.follow_up(language, recorded.category, program)
+            follow_up = self.renderer.follow_up(language, done.recorded.category, program)
             return InboundReply(self.renderer.text(language, "sms_thanks", program, follow_up=follow_up))
-        if commented:
+        if done.outcome == "commented":
             self.work_queued.set()
             return InboundReply(self.renderer.text(language, "sms_comment_thanks", program))
         return InboundReply(self.renderer.text(language, "sms_invalid", program))
+
+    def _record_sms(self, conn: Connection, batch: Sequence[_Sms]) -> list[_SmsDone]:
+        """The group commit's writer: each text of the batch in one transaction, by phone number (so
+        that two processes' batches lock surveys in the same order), a number's texts as they came."""
+        done: list[_SmsDone | None] = [None] * len(batch)
+        for i in sorted(range(len(batch)), key=lambda i: batch[i].phone):
+            done[i] = self._sms_in(conn, batch[i])
+        return [d for d in done if d is not None]
+
+    def _sms_in(self, conn: Connection, sms: _Sms) -> _SmsDone:
+        intent, phone = sms.intent, sms.phone
+        if not self._first_time(conn, sms.provider, sms.event_id, f"sms.{intent.kind}"):
+            log.info("sms.duplicate", provider=sms.provider, event_id=sms.event_id)
+            return _SmsDone("duplicate")
+        last = conn.execute(_SMS_LAST_SENT_TO, {"phone": phone}).mappings().first()
+        language = last["language"] if last else "en"
+        program = next((p for p in self.config.program if last and p.name == last["program"]), None)
+        contact_id = last["contact_id"] if last else None
+        if intent.kind == "stop":
+            added = suppress(self.store, conn, "sms", phone, "stop", "sms_reply", contact_id=contact_id)
+            log.info("sms.stop", new=added)
+            return _SmsDone("stop", language, program, changed=added)
+        if intent.kind == "start":
+            removed = conn.execute(
+                delete(schema.suppressions).where(
+                    schema.suppressions.c.channel == "sms", schema.suppressions.c.address == phone
+                )
+            ).rowcount
+            if removed and contact_id:
+                payload = {"contact_id": contact_id, "channel": "sms", "value": False}
+                enqueue(self.store, conn, "crm_opt_out", payload)
+            return _SmsDone("start", language, program, changed=bool(removed))
+        if intent.kind == "help":
+            return _SmsDone("help", language, program)
+        if last is None:
+            log.info("sms.unmatched", provider=sms.provider)
+            return _SmsDone("unmatched")
+        # The answer commits with the event's dedupe row: were they apart, a failure in between
+        # would leave the event seen, the provider's retry dropped and the answer lost.
+        survey_id = int(last["survey_send_id"] or last["id"])
+        if intent.kind == "score" and intent.score is not None:
+            recorded = self.record_in(conn, survey_id, intent.score, intent.comment, channel="sms")
+            return _SmsDone("recorded" if recorded else "invalid", language, program, recorded=recorded)
+        # Free text: the comment to a score given within the last 24 hours.
+        response = conn.execute(
+            select(schema.responses.c.id, schema.responses.c.updated_at).where(
+                schema.responses.c.send_id == survey_id
+            )
+        ).first()
+        if response is not None and response.updated_at >= utcnow() - COMMENT_WINDOW:
+            self.add_comment_in(conn, int(response.id), intent.text, append=True)
+            return _SmsDone("commented", language, program)
+        return _SmsDone("invalid", language, program)
 
     def delivery_event(
         self,

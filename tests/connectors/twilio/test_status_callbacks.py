@@ -60,8 +60,8 @@ class Wired:
         return out
 
 
-@pytest.fixture
-def wired(tmp_path: Path, core_store: Store, twilio_emulator: TwilioEmulator) -> Iterator[Wired]:
+@pytest.fixture(name="wired")
+def wired_fixture(tmp_path: Path, core_store: Store, twilio_emulator: TwilioEmulator) -> Iterator[Wired]:
     rt = make_runtime(tmp_path, core_store)
     channel = make_channel(twilio_emulator, core_store, inbound=rt.responses)
     app = WebApp(channel).__enter__()
