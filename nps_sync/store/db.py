@@ -7,6 +7,7 @@ SQLite (the single-machine default) runs in WAL mode; write transactions start w
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
@@ -21,7 +22,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.pool import NullPool
 
 from nps_sync.store import schema
-from nps_sync.store.fifo_lock import FifoRLock
 from nps_sync.store.write_turn import WriteTurn
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -61,8 +61,7 @@ class Store:
         # SQLite has one writer at a time. Threads that queue on this lock get the database the moment
         # it is free; threads left to SQLite's busy handler sleep in growing steps (up to 100 ms) and,
         # under a burst of answers, spend most of their time asleep while the database sits idle.
-        # First come first served (FifoRLock): the workers' transactions are not overtaken by a burst.
-        self._write_lock: FifoRLock | None = FifoRLock() if self.is_sqlite else None
+        self._write_lock: threading.RLock | None = threading.RLock() if self.is_sqlite else None
         self._statements: dict[tuple[str, tuple[str, ...], frozenset[str]], Any] = {}
         self._turn: WriteTurn | None = None
         if self.is_sqlite:
