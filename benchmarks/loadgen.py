@@ -34,12 +34,18 @@ def _request(path: str, host: str, port: int, content_type: str, body: bytes) ->
 
 
 async def open_loop(
-    host: str, port: int, requests: list[bytes], rate: float, connections: int = 64
+    host: str,
+    port: int,
+    requests: list[bytes],
+    rate: float,
+    connections: int = 64,
+    refused: dict[int, bytes] | None = None,
 ) -> tuple[list[float], list[float], list[int]]:
     """Send ``requests`` at ``rate`` a second over keep-alive connections, open loop. Raw HTTP/1.1 on
     asyncio streams: an HTTP client library costs more CPU per request than the server under test on a
     2-core machine, and would measure itself. Returns per request: the wall-clock time it was due,
-    its latency counted from then (so waiting for a free connection counts), and its status."""
+    its latency counted from then (so waiting for a free connection counts), and its status; the body
+    of each answer other than 200 goes into ``refused`` (request index → body) when given."""
     n = len(requests)
     due_at, latency, status = [0.0] * n, [0.0] * n, [0] * n
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -54,10 +60,12 @@ async def open_loop(
             while (line := await reader.readline()) not in (b"\r\n", b""):
                 if line.lower().startswith(b"content-length:"):
                     length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
+            body = await reader.readexactly(length)
             latency[i] = time.perf_counter() - due_at[i]
             parts = status_line.split()
             status[i] = int(parts[1]) if len(parts) > 1 else 0
+            if refused is not None and status[i] != 200:
+                refused[i] = body
         writer.close()
 
     workers = [asyncio.create_task(connection()) for _ in range(connections)]

@@ -203,10 +203,11 @@ async def _respond(
         requests = [
             json_post("/sms_reply", host, port, {"number": s["to"], "body": DETRACTOR_SCORE}) for s in chosen
         ]
-    due, _, status = await open_loop(host, port, requests, RESPONSE_RATE, connections=128)
-    refused = [st for st in status if st != 200]
-    if refused:
-        raise RuntimeError(f"{len(refused)} answers refused, e.g. HTTP {refused[0]}")
+    bodies: dict[int, bytes] = {}
+    due, _, status = await open_loop(host, port, requests, RESPONSE_RATE, connections=128, refused=bodies)
+    if bodies:
+        shown = "; ".join(f"HTTP {status[i]} {body[:300]!r}" for i, body in list(bodies.items())[:3])
+        raise RuntimeError(f"{len(bodies)} answers refused: {shown}")
     return {s["contact_id"]: due[i] for i, s in enumerate(chosen)}
 
 
