@@ -408,10 +408,10 @@ class Responses:
     def _record_sms(self, conn: Connection, batch: Sequence[_Sms]) -> list[_SmsDone]:
         """The group commit's writer: each text of the batch in one transaction, by phone number (so
         that two processes' batches lock surveys in the same order), a number's texts as they came."""
-        done: list[_SmsDone | None] = [None] * len(batch)
-        for i in sorted(range(len(batch)), key=lambda i: batch[i].phone):
-            done[i] = self._sms_in(conn, batch[i])
-        return [d for d in done if d is not None]
+        done = {
+            i: self._sms_in(conn, batch[i]) for i in sorted(range(len(batch)), key=lambda i: batch[i].phone)
+        }
+        return [done[i] for i in range(len(batch))]
 
     def _sms_in(self, conn: Connection, sms: _Sms) -> _SmsDone:
         intent, phone = sms.intent, sms.phone

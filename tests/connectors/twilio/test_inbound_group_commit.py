@@ -4,7 +4,7 @@ its own reply, and a text that cannot be stored fails only its own webhook."""
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -14,6 +14,7 @@ from nps_sync.responses import RecordedResponse
 from nps_sync.store import schema
 from nps_sync.store.db import utcnow
 from tests.connectors.twilio.test_status_callbacks import (  # noqa: F401 - wired_fixture is a fixture
+    InThreads,
     Wired,
     commits_of,
     wired_fixture,
@@ -47,32 +48,15 @@ def scores(wired: Wired) -> dict[str, tuple[int, str | None]]:
         return {row.address: (row.score, row.comment) for row in rows}
 
 
-class Texts:
-    """Texts sent from threads of their own, as people send them: message sid → what each webhook
-    call with it got back (the TwiML's texts, or the HTTP status when it failed)."""
+def text(wired: Wired, sid: str, phone: str, body: str) -> Callable[[], Any]:
+    """The person at ``phone`` texts ``body``: the call returns the TwiML's texts, or the HTTP status
+    when the webhook failed."""
 
-    def __init__(self, wired: Wired) -> None:
-        self.wired = wired
-        self.replies: dict[str, list[Any]] = {}
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
+    def send() -> Any:
+        posted = wired.sender.inbound(phone, body, message_sid=sid)
+        return posted.replies if posted.status == 200 else posted.status
 
-    def start(self, sid: str, phone: str, body: str) -> None:
-        def text() -> None:
-            posted = self.wired.sender.inbound(phone, body, message_sid=sid)
-            with self._lock:
-                self.replies.setdefault(sid, []).append(
-                    posted.replies if posted.status == 200 else posted.status
-                )
-
-        thread = threading.Thread(target=text)
-        thread.start()
-        self._threads.append(thread)
-
-    def join(self) -> dict[str, list[Any]]:
-        for thread in self._threads:
-            thread.join(timeout=30)
-        return self.replies
+    return send
 
 
 def test_texts_arriving_together_share_one_transaction_and_each_gets_its_own_reply(wired: Wired) -> None:
@@ -88,15 +72,15 @@ def test_texts_arriving_together_share_one_transaction_and_each_gets_its_own_rep
     ]
     group = wired.rt.responses.sms_commits
     commits = commits_of(wired.store)
-    sent = Texts(wired)
+    sent = InThreads()
 
     with writer_held(wired.store):
-        sent.start(*texts[0])
+        sent.start(0, text(wired, *texts[0]))
         wait_for(lambda: group.waiting == 1 and group.queued == 0, what="the first text to lead")
-        for text in texts[1:]:
-            sent.start(*text)
+        for i, one in enumerate(texts[1:], start=1):
+            sent.start(i, text(wired, *one))
         wait_for(lambda: group.queued == len(texts) - 1, what="six texts queued behind the leader")
-        answered_while_held = dict(sent.replies)
+        answered_while_held = dict(sent.results)
     replies = sent.join()
 
     assert {} == answered_while_held
@@ -105,14 +89,15 @@ def test_texts_arriving_together_share_one_transaction_and_each_gets_its_own_rep
     render = wired.rt.renderer.text
     promoter = render("en", "sms_thanks", follow_up=render("en", "follow_up_promoter"))
     passive = render("en", "sms_thanks", follow_up=render("en", "follow_up_passive"))
-    assert {
-        "SM0": [[promoter], []],  # the first and Twilio's replay: one thanks, the other nothing
-        "SM1": [[render("en", "sms_comment_thanks")]],
-        "SM2": [[]],  # the STOP confirmation is left to Twilio here (the channel's default)
-        "SM3": [["Example Inc. support: +1 555 0100. Reply STOP to opt out."]],
-        "SM4": [[passive]],
-        "SM5": [[]],
-    } == {sid: sorted(got, key=len, reverse=True) for sid, got in replies.items()}
+    assert [
+        [promoter],
+        [render("en", "sms_comment_thanks")],
+        [],  # the STOP confirmation is left to Twilio here (the channel's default)
+        ["Example Inc. support: +1 555 0100. Reply STOP to opt out."],
+        [passive],
+        [],  # Twilio's replay of the first: already recorded
+        [],
+    ] == [replies[i] for i in range(len(texts))]
     assert {p[0]: (9, None), p[1]: (3, "too slow"), p[4]: (7, None)} == scores(wired)
     assert [("sms", p[2], "stop")] == suppressions(wired.store)
     assert 3 == len(jobs(wired.store, "writeback"))
@@ -133,17 +118,17 @@ def test_a_text_that_cannot_be_stored_fails_only_its_own_webhook_and_its_retry_i
 
     wired.rt.responses.on_response = flaky_hook
     group = wired.rt.responses.sms_commits
-    sent = Texts(wired)
+    sent = InThreads()
     with writer_held(wired.store):
-        sent.start("SM0", p[0], "8")
+        sent.start(0, text(wired, "SM0", p[0], "8"))
         wait_for(lambda: group.waiting == 1 and group.queued == 0, what="the first text to lead")
         for i in (1, 2, 3):
-            sent.start(f"SM{i}", p[i], str(i))
+            sent.start(i, text(wired, f"SM{i}", p[i], str(i)))
         wait_for(lambda: group.queued == 3, what="three texts queued behind the leader")
     replies = sent.join()
 
-    assert [500] == replies["SM2"]
-    assert {"SM0", "SM1", "SM3"} == {sid for sid, [r] in replies.items() if isinstance(r, list) and r}
+    assert 500 == replies[2]
+    assert [True, True, True] == [isinstance(replies[i], list) and len(replies[i]) == 1 for i in (0, 1, 3)]
     assert {p[0]: (8, None), p[1]: (1, None), p[3]: (3, None)} == scores(wired)
 
     broken.clear()

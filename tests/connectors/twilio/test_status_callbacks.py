@@ -5,7 +5,7 @@ committed, replays are stored once, and a callback whose event cannot be stored 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,29 +95,40 @@ def commits_of(store: Store) -> list[int]:
     return commits
 
 
-class Posts:
-    """Callbacks posted from threads of their own, as Twilio posts them: (sid, state) → HTTP status."""
+class InThreads:
+    """Calls made at once, each from a thread of its own, as Twilio makes its requests: key → what the
+    call returned."""
 
-    def __init__(self, sender: WebhookSender) -> None:
-        self.sender = sender
-        self.status: dict[tuple[str, str], int] = {}
+    def __init__(self) -> None:
+        self.results: dict[Any, Any] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
 
-    def start(self, sid: str, state: str, error_code: str | None = None) -> None:
-        def post() -> None:
-            code = self.sender.status(sid, state, error_code).status
+    def start(self, key: Any, call: Callable[[], Any]) -> None:
+        def run() -> None:
+            result = call()
             with self._lock:
-                self.status[(sid, state)] = code
+                self.results[key] = result
 
-        thread = threading.Thread(target=post)
+        thread = threading.Thread(target=run)
         thread.start()
         self._threads.append(thread)
 
-    def join(self) -> dict[tuple[str, str], int]:
+    def join(self) -> dict[Any, Any]:
         for thread in self._threads:
             thread.join(timeout=30)
-        return self.status
+        return self.results
+
+
+class Posts(InThreads):
+    """Status callbacks posted at once: (sid, state) → HTTP status."""
+
+    def __init__(self, sender: WebhookSender) -> None:
+        super().__init__()
+        self.sender = sender
+
+    def post(self, sid: str, state: str, error_code: str | None = None) -> None:
+        self.start((sid, state), lambda: self.sender.status(sid, state, error_code).status)
 
 
 def test_status_callbacks_arriving_together_share_one_transaction_and_each_is_answered_after_it(
@@ -130,13 +141,13 @@ def test_status_callbacks_arriving_together_share_one_transaction_and_each_is_an
     posts = Posts(wired.sender)
 
     with writer_held(wired.store):
-        posts.start(*callbacks[0])
+        posts.post(*callbacks[0])
         # Its request leads: it took a batch of one and waits for the writer.
         wait_for(lambda: group.waiting == 1 and group.queued == 0, what="the first callback to lead")
         for sid, state in callbacks[1:]:
-            posts.start(sid, state)
+            posts.post(sid, state)
         wait_for(lambda: group.queued == 19, what="19 callbacks queued behind the leader")
-        answered_while_held = dict(posts.status)
+        answered_while_held = dict(posts.results)
         stored_while_held = stored(wired.store)
 
     status = posts.join()
@@ -190,10 +201,10 @@ def test_a_callback_whose_event_cannot_be_stored_fails_alone_and_its_retry_is_st
     group = wired.rt.responses.event_commits
     posts = Posts(wired.sender)
     with writer_held(wired.store):
-        posts.start(messages[0][0], "delivered")
+        posts.post(messages[0][0], "delivered")
         wait_for(lambda: group.waiting == 1 and group.queued == 0, what="the first callback to lead")
         for sid, _ in messages[1:]:
-            posts.start(sid, "delivered")
+            posts.post(sid, "delivered")
         # The broken one shares its batch with two good ones.
         wait_for(lambda: group.queued == 3, what="3 callbacks queued behind the leader")
     status = posts.join()
