@@ -59,12 +59,13 @@ def run(config_path: Path) -> None:
     """Run the daemon: scheduler, web server and workers (until SIGTERM)."""
     import faulthandler
 
-    from nps_sync.daemon import Daemon
+    from nps_sync.daemon import SWITCH_INTERVAL, Daemon
     from nps_sync.logs import configure
 
     cfg = load_config(config_path)
     configure(cfg.daemon.log_format, cfg.daemon.log_level)
     faulthandler.enable()  # a watchdog kill (SIGABRT) prints every thread's stack to the journal
+    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         sys.exit(Daemon(config_path).run())
     except ConfigError as exc:
