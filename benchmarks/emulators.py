@@ -35,18 +35,34 @@ HUBSPOT_SEARCH_PER_SECOND = 5
 TWILIO_CONCURRENCY = 100
 
 _LATENCY = [0.0]
+#: (arrived, answered, path and query) of every GET the vendor emulators served since the last reset: the
+#: reads' timeline, which splits a wave's paging into time at the emulator and time in the daemon
+#: between one page's answer and the next page's request.
+_GETS: list[tuple[float, float, str]] = []
 _orig_parse = BaseHTTPRequestHandler.parse_request
+_orig_handle_one = BaseHTTPRequestHandler.handle_one_request
 
 
 def _parse_with_latency(self: BaseHTTPRequestHandler) -> bool:
     """Every emulator answers after the configured round-trip latency (not the control API)."""
     ok = _orig_parse(self)
-    if ok and _LATENCY[0] and not getattr(self, "no_latency", False):
-        time.sleep(_LATENCY[0])
+    if ok and not getattr(self, "no_latency", False):
+        self.arrived = time.time()  # type: ignore[attr-defined]
+        if _LATENCY[0]:
+            time.sleep(_LATENCY[0])
     return ok
 
 
+def _handle_one_timed(self: BaseHTTPRequestHandler) -> None:
+    self.arrived = None  # type: ignore[attr-defined]
+    _orig_handle_one(self)
+    arrived = getattr(self, "arrived", None)
+    if arrived is not None and self.command == "GET":
+        _GETS.append((arrived, time.time(), self.path))
+
+
 BaseHTTPRequestHandler.parse_request = _parse_with_latency  # type: ignore[method-assign]
+BaseHTTPRequestHandler.handle_one_request = _handle_one_timed  # type: ignore[method-assign]
 
 
 def contact_email(n: int) -> str:
@@ -225,6 +241,7 @@ class Host:
         }
 
     def reset(self) -> None:
+        _GETS.clear()
         self.sf.reset_counts()
         self.sf_task_queries = 0
         self.sf_user_queries = 0
@@ -291,6 +308,7 @@ def serve(host: Host, ready_file: Path) -> None:
         "/tasks_seen": lambda b: host.tasks_seen(b["contact_ids"]),
         "/task_count": lambda b: host.task_count(),
         "/rss": lambda b: _rss_kb(os.getpid()),
+        "/gets": lambda b: list(_GETS),
     }
 
     class Control(BaseHTTPRequestHandler):

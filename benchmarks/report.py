@@ -67,8 +67,15 @@ def markdown(entries: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             + f". Raw: `{json.dumps(r['calls'])}`"
             + (f"; HubSpot 429s: `{json.dumps(r['rejected'])}`" if r.get("rejected") else "")
         )
+        reads = (
+            f" Audience reads: {r['reads']}, {r['reads_at_emulator']:.2f} s at the emulator (its latency "
+            f"included) + {r['reads_between']:.2f} s between one's answer and the next's request."
+            if r.get("reads")
+            else ""
+        )
         out.append(
             f"  Floor: {f['how']}; wave phase {r['wave_seconds']:.1f} s + tail {r['tail_seconds']:.1f} s."
+            + reads
         )
     loads = meta.get("load", [])
     if loads:

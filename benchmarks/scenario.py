@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from sqlalchemy import and_
 
@@ -48,6 +50,11 @@ class Result:
     latency_p50: float | None = None
     latency_p99: float | None = None
     calls: dict[str, int] = field(default_factory=dict)
+    #: The CRM reads (pages) of the wave phase, one after another: how many, their time at the
+    #: emulator (its latency included) and the time between one's answer and the next's request.
+    reads: int = 0
+    reads_at_emulator: float = 0.0
+    reads_between: float = 0.0
     rejected: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -100,6 +107,7 @@ def run_wave(
         )
         sent_at = datetime.now(timezone.utc)
         result.wave_seconds = (sent_at - _utc(wave["started_at"])).total_seconds()
+        _time_reads(emu, crm, result)
         sent = count(store, sends, and_(sends.c.kind == "survey", sends.c.state == "sent"))
         if sent != eligible:
             result.notes.append(f"{eligible - sent} of {eligible} surveys not 'sent' (unknown/failed)")
@@ -169,6 +177,7 @@ def run_pull(emu: Emulators, crm: str, n: int) -> Result:
         wave = wave_row(store)
         result.wave_seconds = (_utc(wave["finished_at"]) - _utc(wave["started_at"])).total_seconds()
         result.wall_seconds = result.wave_seconds
+        _time_reads(emu, crm, result)
         result.peak_rss_mb = peak_rss_mb(daemon.proc.pid)
         result.calls = _calls(emu.call("/counts"), crm, "email")
         if int(wave["counts"].get("eligible", 0)) != n:
@@ -177,6 +186,23 @@ def run_pull(emu: Emulators, crm: str, n: int) -> Result:
         daemon.stop()
         store.dispose()
     return result
+
+
+def _time_reads(emu: Emulators, crm: str, result: Result) -> None:
+    """Split the audience reads into time at the emulator and time in the daemon between them
+    (HubSpot: the contacts list pages; Salesforce: REST query pages, Bulk job status and results)."""
+    reads = []
+    for arrived, answered, target in emu.call("/gets"):
+        path, _, query = target.partition("?")
+        if crm == "hubspot":
+            audience = path == "/crm/v3/objects/contacts"
+        else:  # not the owners' or task keys' queries
+            audience = "/query" in path and not re.search(r"from\s+(user|task)\b", unquote_plus(query), re.I)
+        if audience:
+            reads.append((arrived, answered))
+    result.reads = len(reads)
+    result.reads_at_emulator = sum(b - a for a, b in reads)
+    result.reads_between = sum(max(0.0, nxt[0] - prev[1]) for prev, nxt in itertools.pairwise(reads))
 
 
 def _calls(counts: dict[str, dict[str, int]], crm: str, channel: str) -> dict[str, int]:
