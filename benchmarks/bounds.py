@@ -55,6 +55,16 @@ GROUPS = {
 }
 
 
+def soql_job(soql: str) -> str:
+    """The job a Salesforce query does: task-key lookup, owners, or reading the audience."""
+    lowered = soql.lower()
+    if " from task" in lowered:
+        return "task-key lookup"
+    if " from user" in lowered:
+        return "owners"
+    return "read"
+
+
 def c(x: float, y: float) -> int:
     return math.ceil(x / y) if x > 0 else 0
 

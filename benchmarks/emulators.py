@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from benchmarks.bounds import soql_job
 from tests.connectors.salesforce.fixtures import credentials
 from tests.connectors.twilio.fixtures import ACCOUNT_SID, AUTH_TOKEN, SERVICE_NUMBER, SERVICE_SID
 from tests.emulators.hubspot import HubSpotEmulator
@@ -95,11 +96,11 @@ class Host:
         rest_query = self.sf.rest.query
 
         def query(soql: str, options: str | None) -> tuple[int, Any]:
-            # Task-key lookups are a job of their own in the report, apart from reading the audience.
-            lowered = soql.lower()
-            if " from task" in lowered:
+            # Task-key lookups and owners are jobs of their own in the report, apart from reading.
+            job = soql_job(soql)
+            if job == "task-key lookup":
                 self.sf_task_queries += 1
-            elif " from user" in lowered:
+            elif job == "owners":
                 self.sf_user_queries += 1
             return rest_query(soql, options)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from urllib.parse import unquote_plus, urlsplit
 
 from sqlalchemy import and_
 
+from benchmarks.bounds import soql_job
 from benchmarks.harness import (
     Emulators,
     count,
@@ -197,7 +197,7 @@ def _time_reads(emu: Emulators, crm: str, result: Result) -> None:
         if crm == "hubspot":
             audience = path == "/crm/v3/objects/contacts"
         else:  # not the owners' or task keys' queries
-            audience = "/query" in path and not re.search(r"from\s+(user|task)\b", unquote_plus(query), re.I)
+            audience = "/query" in path and soql_job(unquote_plus(query)) == "read"
         if audience:
             reads.append((arrived, answered))
     result.reads = len(reads)
