@@ -68,6 +68,11 @@ class EmulatorState:
     calls: Counter[str] = field(default_factory=Counter)
     accepted: list[Accepted] = field(default_factory=list)
     received: list[ReceivedMessage] = field(default_factory=list)
+    #: Accepted bodies not rendered yet, with the templates of that moment: SendGrid answers 202 and
+    #: renders afterwards, so the emulator renders when ``messages()`` is asked, not within the call.
+    unrendered: list[tuple[dict[str, Any], dict[str, tuple[str, str, str | None]]]] = field(
+        default_factory=list
+    )
     #: Requests that broke the OpenAPI document (each also answered 400).
     spec_violations: list[list[dict[str, Any]]] = field(default_factory=list)
     spec_skipped: str | None = None
@@ -137,6 +142,9 @@ class SendGridEmulator:
 
     def messages(self, to: str | None = None) -> list[ReceivedMessage]:
         with self._lock:
+            for body, templates in self.state.unrendered:
+                self.state.received.extend(expand(body, p, templates) for p in body["personalizations"])
+            self.state.unrendered.clear()
             return [m for m in self.state.received if to is None or m.to.lower() == to.lower()]
 
     # --- the vendor's behaviour -------------------------------------------------------------
@@ -179,10 +187,9 @@ class SendGridEmulator:
         return 202, {"X-Message-Id": message_id}, None
 
     def _record(self, message_id: str, body: dict[str, Any]) -> None:
-        received = [expand(body, p, self.state.templates) for p in body["personalizations"]]
         with self._lock:
             self.state.accepted.append(Accepted(message_id, body))
-            self.state.received.extend(received)
+            self.state.unrendered.append((body, dict(self.state.templates)))
             url, kinds = self.state.webhook_url, self.state.auto_events
         if url and kinds:
             sender = threading.Thread(
