@@ -36,10 +36,11 @@ HUBSPOT_SEARCH_PER_SECOND = 5
 TWILIO_CONCURRENCY = 100
 
 _LATENCY = [0.0]
-#: (arrived, answered, path and query) of every GET the vendor emulators served since the last reset: the
-#: reads' timeline, which splits a wave's paging into time at the emulator and time in the daemon
-#: between one page's answer and the next page's request.
-_GETS: list[tuple[float, float, str]] = []
+#: (arrived, answered, method, path and query) of every call the vendor emulators served since the last
+#: reset: the reads' timeline, which splits a wave's paging into time at the emulator and time in the
+#: daemon between one page's answer and the next page's request, and the moments a wave's last send
+#: and last CRM write were answered.
+_SERVED: list[tuple[float, float, str, str]] = []
 _orig_parse = BaseHTTPRequestHandler.parse_request
 _orig_handle_one = BaseHTTPRequestHandler.handle_one_request
 
@@ -58,8 +59,8 @@ def _handle_one_timed(self: BaseHTTPRequestHandler) -> None:
     self.arrived = None  # type: ignore[attr-defined]
     _orig_handle_one(self)
     arrived = getattr(self, "arrived", None)
-    if arrived is not None and self.command == "GET":
-        _GETS.append((arrived, time.time(), self.path))
+    if arrived is not None:
+        _SERVED.append((arrived, time.time(), self.command, self.path))
 
 
 BaseHTTPRequestHandler.parse_request = _parse_with_latency  # type: ignore[method-assign]
@@ -242,7 +243,7 @@ class Host:
         }
 
     def reset(self) -> None:
-        _GETS.clear()
+        _SERVED.clear()
         self.sf.reset_counts()
         self.sf_task_queries = 0
         self.sf_user_queries = 0
@@ -251,6 +252,7 @@ class Host:
             self.sg.state.calls.clear()
             self.sg.state.accepted.clear()
             self.sg.state.received.clear()
+            self.sg.state.unrendered.clear()
         with self.tw.state.lock:
             self.tw.state.calls.clear()
         self.tw.state.forget_messages()
@@ -309,7 +311,7 @@ def serve(host: Host, ready_file: Path) -> None:
         "/tasks_seen": lambda b: host.tasks_seen(b["contact_ids"]),
         "/task_count": lambda b: host.task_count(),
         "/rss": lambda b: _rss_kb(os.getpid()),
-        "/gets": lambda b: list(_GETS),
+        "/served": lambda b: list(_SERVED),
     }
 
     class Control(BaseHTTPRequestHandler):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from sqlalchemy import and_
 
 from benchmarks.bounds import soql_job
 from benchmarks.harness import (
+    WORK,
     Emulators,
     count,
     peak_rss_mb,
@@ -105,8 +107,7 @@ def run_wave(
             interval=0.1,
             what=f"{name}: every survey sent",
         )
-        sent_at = datetime.now(timezone.utc)
-        result.wave_seconds = (sent_at - _utc(wave["started_at"])).total_seconds()
+        started = _utc(wave["started_at"]).timestamp()
         _time_reads(emu, crm, result)
         sent = count(store, sends, and_(sends.c.kind == "survey", sends.c.state == "sent"))
         if sent != eligible:
@@ -140,7 +141,13 @@ def run_wave(
             timeout=120 + n * 0.02,
             what=f"{name}: write-back jobs done",
         )
-        result.tail_seconds = max(0.0, time.time() - last_post)
+        # Both ends come from the emulators' own clock: the moment the provider answered the last
+        # survey's send, and the moment the CRM answered the last write or task after the last answer
+        # (the runner's polling only tells that everything is done, not when it was).
+        served = emu.call("/served")
+        first_post = min(posted.values())
+        result.wave_seconds = max(b for _, b, m, p in served if b < first_post and _is_send(m, p)) - started
+        result.tail_seconds = max(0.0, max(b for _, b, _, p in served if _is_crm(p)) - last_post)
         seen = emu.call("/tasks_seen", contact_ids=list(posted))
         lat = sorted(seen[c] - t for c, t in posted.items() if c in seen)
         result.tasks = len(seen)
@@ -150,6 +157,10 @@ def run_wave(
         result.accounts_written = len({s["contact_id"] for s in chosen})  # refined by bounds
         result.wall_seconds = result.wave_seconds + result.tail_seconds
         result.peak_rss_mb = peak_rss_mb(daemon.proc.pid)
+        # The calls' timeline, for reading a wave's critical path after the run.
+        (WORK / f"served-{name}.json").write_text(
+            json.dumps({"started": started, "last_post": last_post, "served": served})
+        )
         counts = emu.call("/counts")
         result.calls = _calls(counts, crm, channel)
         result.rejected = counts.get("hubspot_rejected", {}) if crm == "hubspot" else {}
@@ -188,11 +199,23 @@ def run_pull(emu: Emulators, crm: str, n: int) -> Result:
     return result
 
 
+def _is_send(method: str, path: str) -> bool:
+    """A survey handed to the provider: SendGrid's mail send or Twilio's message create."""
+    return method == "POST" and (path.startswith("/v3/mail/send") or path.endswith("/Messages.json"))
+
+
+def _is_crm(path: str) -> bool:
+    """A call to either CRM's emulator (Salesforce REST and SOAP, HubSpot's CRM API)."""
+    return path.startswith(("/services/", "/crm/"))
+
+
 def _time_reads(emu: Emulators, crm: str, result: Result) -> None:
     """Split the audience reads into time at the emulator and time in the daemon between them
     (HubSpot: the contacts list pages; Salesforce: REST query pages, Bulk job status and results)."""
     reads = []
-    for arrived, answered, target in emu.call("/gets"):
+    for arrived, answered, method, target in emu.call("/served"):
+        if method != "GET":
+            continue
         path, _, query = target.partition("?")
         if crm == "hubspot":
             audience = path == "/crm/v3/objects/contacts"
