@@ -138,7 +138,7 @@ class DaemonConfig(Frozen):
     unsubscribe_link_max_age: Duration = timedelta(days=400)
     account_window: Duration = timedelta(days=365)
     #: Account roll-ups are written once answers have paused this long …
-    account_rollup_quiet: Duration = timedelta(seconds=0.5)
+    account_rollup_quiet: Duration = timedelta(seconds=0.1)
     #: … or at the latest this long after an account first needed one (a steady stream of answers).
     account_rollup_max_delay: Duration = timedelta(minutes=10)
     #: A playbook step waits at most this long for others to share its CRM task call.

@@ -114,12 +114,15 @@ def single_instance(runtime_config: config_mod.Config) -> Iterator[None]:
         handle.close()
 
 
-def idle(stop: threading.Event, work_queued: threading.Event) -> None:
+def idle(stop: threading.Event, work_queued: threading.Event, due_in: float | None = None) -> None:
     """A worker's wait after a round that did nothing: at least ``MIN_IDLE``, then until work is
-    queued (a response, a web process's answer) or ``IDLE_SLEEP`` has passed."""
+    queued (a response, a web process's answer), ``IDLE_SLEEP`` has passed, or ``due_in`` seconds
+    (when a lingering batch is due to run: the last answers' roll-up and tasks go then, not at the
+    next poll)."""
     if stop.wait(MIN_IDLE):
         return
-    if work_queued.wait(IDLE_SLEEP - MIN_IDLE):
+    wait = IDLE_SLEEP if due_in is None else min(IDLE_SLEEP, due_in)
+    if work_queued.wait(max(0.0, wait - MIN_IDLE)):
         work_queued.clear()
 
 
@@ -365,7 +368,7 @@ class Daemon:
                 log.error("worker.error", worker=name, error=f"{type(exc).__name__}: {exc}")
                 done = 0
             if not done:
-                idle(stop, rt.responses.work_queued)
+                idle(stop, rt.responses.work_queued, rt.queue.seconds_to_linger_end())
 
     def _heartbeat(self, replicas: Replicas) -> None:
         # Its own thread: a long wave or scan in the main loop must not make this replica look dead.

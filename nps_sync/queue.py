@@ -153,6 +153,9 @@ class JobQueue:
         self.max_attempts = max_attempts
         self.worker_id = worker_id
         self.wakeup = threading.Event()
+        #: When the last look found only lingering batches: the moment the first of them is due to
+        #: run (its ``longest`` or ``quiet`` ends), so an idle worker wakes then, not a poll later.
+        self.lingering_until: datetime | None = None
 
     def _lease_expired(self, now: datetime) -> Any:
         """A running job is claimable again once its worker's lease ended (the worker died).
@@ -221,6 +224,7 @@ class JobQueue:
         query over the due jobs (``ix_jobs_state_run_at`` keeps done jobs out of it), plus a
         one-row probe for running jobs of the kinds a quiet gap waits ``after``."""
         jobs = schema.jobs
+        self.lingering_until = None
         rows = conn.execute(
             select(
                 jobs.c.kind,
@@ -234,6 +238,7 @@ class JobQueue:
             .order_by(func.min(jobs.c.run_at))
         ).all()
         pending = {str(row.kind) for row in rows}
+        soonest: list[datetime] = []
         for row in rows:
             kind = str(row.kind)
             linger = self.lingers.get(kind)
@@ -244,7 +249,16 @@ class JobQueue:
             last = max(row.newest, row.touched)  # UtcDateTime: aware on SQLite too
             if last <= now - linger.quiet and not self._busy(conn, linger.after, pending):
                 return kind
+            soonest.append(row.oldest + linger.longest)
+            if last > now - linger.quiet:  # (a quiet gap already over waits for the busy kinds)
+                soonest.append(last + linger.quiet)
+        self.lingering_until = min(soonest, default=None)
         return None
+
+    def seconds_to_linger_end(self) -> float | None:
+        """Seconds until the first lingering batch the last look saw is due to run, if any."""
+        until = self.lingering_until
+        return None if until is None else max(0.0, (until - utcnow()).total_seconds())
 
     def _busy(self, conn: Connection, kinds: Sequence[str], pending: set[str]) -> bool:
         """Whether a job of ``kinds`` is due or running."""

@@ -51,3 +51,11 @@ def test_a_stopping_worker_does_not_wait_for_work() -> None:
     work_queued.set()
     idle(stop, work_queued)
     assert work_queued.is_set()  # returned before waiting on the queue
+
+
+def test_an_idle_worker_wakes_when_a_lingering_batch_is_due() -> None:
+    stop, work_queued = threading.Event(), threading.Event()
+    started = time.monotonic()
+    idle(stop, work_queued, due_in=0.1)
+    elapsed = time.monotonic() - started
+    assert 0.09 <= elapsed < 0.9 * IDLE_SLEEP

@@ -241,7 +241,7 @@ def test_opt_outs_are_mirrored_to_the_crm_and_a_refused_one_is_logged(rt: Runtim
 
 def test_write_backs_of_a_burst_share_one_account_roll_up_once_answers_pause(rt: Runtime) -> None:
     """Two batches of answers (A01–A03, then A03–A05) cost two contacts calls but one accounts call,
-    made 0.5 s (``account_rollup_quiet``) after the last write-back asked for a roll-up."""
+    made 0.1 s (``account_rollup_quiet``) after the last write-back asked for a roll-up."""
     queue, crm = counting_queue(rt)
     with time_machine.travel(utcnow(), tick=False) as clock:
         for n in range(1, 51):
@@ -253,9 +253,9 @@ def test_write_backs_of_a_burst_share_one_account_roll_up_once_answers_pause(rt:
         clock.shift(timedelta(seconds=0.5))
         assert 50 == queue.run_once()
         assert 5 == len(jobs(rt.store, ROLLUP_JOB))  # A03 was asked for twice: still one job
-        clock.shift(timedelta(seconds=0.4))
+        clock.shift(timedelta(seconds=0.09))
         assert 0 == queue.run_once()
-        clock.shift(timedelta(seconds=0.1))
+        clock.shift(timedelta(seconds=0.01))
         assert 5 == queue.run_once()
     assert [50, 50] == [len(call) for call in crm.contact_calls]
     assert [[f"A{a:02d}" for a in range(1, 6)]] == [[u.account_id for u in c] for c in crm.account_calls]
@@ -294,9 +294,9 @@ def test_an_answer_not_yet_recorded_holds_the_account_roll_up(rt: Runtime) -> No
         assert [] == crm.account_calls
         clock.shift(timedelta(seconds=0.5))
         assert 1 == queue.run_once()  # its write-back asks for A03's roll-up again
-        clock.shift(timedelta(seconds=0.4))
+        clock.shift(timedelta(seconds=0.09))
         assert 0 == queue.run_once()
-        clock.shift(timedelta(seconds=0.1))
+        clock.shift(timedelta(seconds=0.01))
         assert 3 == queue.run_once()
     assert [50, 1] == [len(call) for call in crm.contact_calls]
     assert [["A01", "A02", "A03"]] == [[u.account_id for u in c] for c in crm.account_calls]
@@ -379,3 +379,26 @@ def test_playbook_steps_wait_task_batch_wait_for_a_fuller_task_call(
     finally:
         rt.close()
     assert [claimed_at] == ran_at
+
+
+def test_the_queue_tells_when_its_first_lingering_batch_is_due(tmp_path: Path, core_store: Store) -> None:
+    """An idle worker sleeps until then (``idle``): a step waits its quiet gap (0.5 s) or at most
+    ``task_batch_wait`` after the oldest step, whichever ends first."""
+    rt = make_runtime(tmp_path, core_store)
+    try:
+        with time_machine.travel(utcnow(), tick=False) as clock:
+            assert rt.queue.seconds_to_linger_end() is None
+            with rt.store.begin() as conn:
+                enqueue(rt.store, conn, "playbook_step", {"run_id": 1, "step": 0})
+            assert [] == rt.queue.claim()
+            assert 0.5 == rt.queue.seconds_to_linger_end()  # the quiet gap
+            for _ in range(3):
+                clock.shift(timedelta(seconds=0.4))
+                with rt.store.begin() as conn:
+                    enqueue(rt.store, conn, "playbook_step", {"run_id": 2, "step": 0})
+                assert [] == rt.queue.claim()
+            assert 0.3 == pytest.approx(rt.queue.seconds_to_linger_end())  # 1.5 s after the oldest
+            clock.shift(timedelta(seconds=0.3))
+            assert 4 == len(rt.queue.claim())
+    finally:
+        rt.close()
