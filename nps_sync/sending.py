@@ -9,6 +9,7 @@ any moment sends no survey twice (../shared/docs/reliability-and-compliance.md �
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
@@ -80,6 +81,11 @@ class Sender:
         self.resting: dict[str, datetime] = {}
         #: channel → (newest queued send id, when it was first seen): see _batch_ready.
         self._growth: dict[str, tuple[int, float]] = {}
+        #: channel → send key → its message, rendered while the batch filled (see _render_ahead),
+        #: and the newest send id rendered so. Only a cache: a claimed row missing here is rendered then.
+        self._rendered: dict[str, dict[str, OutboundMessage]] = {}
+        self._rendered_up_to: dict[str, int] = {}
+        self._rendering = threading.Lock()
 
     # --- the send path ------------------------------------------------------------------------
 
@@ -94,6 +100,7 @@ class Sender:
             if kind in self.disabled or self.resting.get(kind, now) > now:
                 continue
             if linger and not self._batch_ready(kind, channel.max_batch, now):
+                self._render_ahead(kind, channel.max_batch, now)
                 continue
             rows = self._claim(kind, channel.max_batch, now)
             if rows:
@@ -121,6 +128,50 @@ class Sender:
             self._growth[kind] = (top, moment)
             return False
         return moment - seen[1] >= SEND_LINGER.total_seconds()
+
+    def _render_ahead(self, kind: str, limit: int, now: datetime) -> None:
+        """Render the queued rows of a batch that is still filling, so that once it is full only its
+        claim and the provider's call remain (a wave's last batch waits for its last page). Nothing
+        is claimed or changed: a row claimed later, by this worker or another, is checked against
+        suppressions then as always, and one rendered here but claimed elsewhere is just dropped."""
+        if not self._rendering.acquire(blocking=False):
+            return  # the other worker is at it
+        try:
+            cache = self._rendered.setdefault(kind, {})
+            room = 2 * limit - len(cache)
+            if room <= 0:  # what is left was claimed elsewhere or cancelled
+                cache.clear()
+                return
+            sends = schema.sends
+            with self.store.read() as conn:
+                rows = [
+                    r._asdict()
+                    for r in conn.execute(
+                        select(*(sends.c[name] for name in MESSAGE_COLUMNS))
+                        .where(
+                            sends.c.state == "queued",
+                            sends.c.channel == kind,
+                            sends.c.not_before <= now,
+                            sends.c.id > self._rendered_up_to.get(kind, 0),
+                        )
+                        .order_by(sends.c.id)
+                        .limit(min(room, limit))
+                    )
+                ]
+            for row in rows:
+                try:
+                    cache[row["send_key"]] = self.message_for(row)
+                except Exception:  # noqa: S112 - rendered again when claimed, where a failure is recorded
+                    continue
+            if rows:
+                self._rendered_up_to[kind] = rows[-1]["id"]
+        finally:
+            self._rendering.release()
+
+    def _message(self, kind: str, row: Mapping[str, Any]) -> OutboundMessage:
+        """A claimed row's message: the one rendered ahead, or rendered now."""
+        ahead = self._rendered.get(kind, {}).pop(row["send_key"], None)  # one dict operation: atomic
+        return ahead if ahead is not None else self.message_for(row)
 
     def _claim(self, kind: str, limit: int, now: datetime) -> list[dict[str, Any]]:
         sends, sup = schema.sends, schema.suppressions
@@ -168,7 +219,7 @@ class Sender:
         outcomes: dict[str, SendOutcome] = {}
         for row in rows:
             try:
-                messages.append(self.message_for(row))
+                messages.append(self._message(channel.kind, row))
             except Exception as exc:  # a template problem fails this message, not the batch
                 outcomes[row["send_key"]] = SendOutcome(row["send_key"], "failed", reason=f"render: {exc}")
         try:

@@ -646,3 +646,45 @@ def test_a_thousand_accepted_sends_are_recorded_in_one_update_per_500_keys(rt: R
         ).all()
     assert {("sent", "batch-1")} == {(r.state, r.provider_id) for r in rows}
     assert all(r.sent_at is not None for r in rows)
+
+
+class CountingSender(Sender):
+    """The real sender, counting how often each send's message is rendered."""
+
+    rendered: Counter[str]
+
+    def message_for(self, row: Any) -> OutboundMessage:
+        self.rendered[row["send_key"]] += 1
+        return super().message_for(row)
+
+
+def test_a_batch_still_filling_is_rendered_ahead_and_each_message_is_rendered_once(rt: Runtime) -> None:
+    """While a wave adds rows, the sender renders them ahead; once the batch is full only the claim and
+    the call remain. A row suppressed after it was rendered ahead is still cancelled at the claim."""
+    first, second, third = seeded_contacts(rt, 3)
+    add_send(rt, first, key="k0")
+    add_send(rt, second, key="k1")
+    channel = ScriptedChannel("email", max_batch=3)
+    sender = CountingSender(rt.store, rt.config, {"email": channel}, rt.renderer, worker_id="test-worker")
+    sender.rendered = Counter()
+
+    assert 0 == sender.run_once(linger=True)  # two of three: the batch is filling
+    assert Counter({"k0": 1, "k1": 1}) == sender.rendered
+    assert 0 == channel.calls
+
+    with rt.store.begin() as conn:
+        conn.execute(
+            schema.suppressions.insert().values(
+                channel="email",
+                address=send_row(rt.store, "k1")["address"],
+                reason="unsubscribed",
+                source="test",
+                created_at=utcnow(),
+            )
+        )
+    add_send(rt, third, key="k2")
+    assert 2 == sender.run_once(linger=True)  # full: claimed, k1 cancelled, k0 not rendered again
+
+    assert Counter({"k0": 1, "k1": 1, "k2": 1}) == sender.rendered
+    assert (1, ["k0", "k2"]) == (channel.calls, sorted(channel.handed))
+    assert {"k0": "sent", "k1": "cancelled", "k2": "sent"} == states(rt.store)
