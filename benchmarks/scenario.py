@@ -108,7 +108,6 @@ def run_wave(
             what=f"{name}: every survey sent",
         )
         started = _utc(wave["started_at"]).timestamp()
-        _time_reads(emu, crm, result)
         sent = count(store, sends, and_(sends.c.kind == "survey", sends.c.state == "sent"))
         if sent != eligible:
             result.notes.append(f"{eligible - sent} of {eligible} surveys not 'sent' (unknown/failed)")
@@ -146,6 +145,7 @@ def run_wave(
         # (the runner's polling only tells that everything is done, not when it was).
         served = emu.call("/served")
         first_post = min(posted.values())
+        _time_reads(served, crm, result, before=first_post)
         result.wave_seconds = max(b for _, b, m, p in served if b < first_post and _is_send(m, p)) - started
         result.tail_seconds = max(0.0, max(b for _, b, _, p in served if _is_crm(p)) - last_post)
         seen = emu.call("/tasks_seen", contact_ids=list(posted))
@@ -188,7 +188,7 @@ def run_pull(emu: Emulators, crm: str, n: int) -> Result:
         wave = wave_row(store)
         result.wave_seconds = (_utc(wave["finished_at"]) - _utc(wave["started_at"])).total_seconds()
         result.wall_seconds = result.wave_seconds
-        _time_reads(emu, crm, result)
+        _time_reads(emu.call("/served"), crm, result)
         result.peak_rss_mb = peak_rss_mb(daemon.proc.pid)
         result.calls = _calls(emu.call("/counts"), crm, "email")
         if int(wave["counts"].get("eligible", 0)) != n:
@@ -209,12 +209,15 @@ def _is_crm(path: str) -> bool:
     return path.startswith(("/services/", "/crm/"))
 
 
-def _time_reads(emu: Emulators, crm: str, result: Result) -> None:
-    """Split the audience reads into time at the emulator and time in the daemon between them
-    (HubSpot: the contacts list pages; Salesforce: REST query pages, Bulk job status and results)."""
+def _time_reads(
+    served: list[tuple[float, float, str, str]], crm: str, result: Result, *, before: float | None = None
+) -> None:
+    """Split the audience reads (answered ``before`` the answers began, in a wave) into time at the
+    emulator and time in the daemon between them (HubSpot: the contacts list pages; Salesforce: REST
+    query pages, Bulk job status and results)."""
     reads = []
-    for arrived, answered, method, target in emu.call("/served"):
-        if method != "GET":
+    for arrived, answered, method, target in served:
+        if method != "GET" or (before is not None and answered >= before):
             continue
         path, _, query = target.partition("?")
         if crm == "hubspot":

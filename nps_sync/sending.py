@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 
 from nps_sync.abc import Channel
 from nps_sync.config import Config
@@ -58,6 +58,14 @@ def is_paused(store: Store) -> bool:
 def set_paused(store: Store, paused: bool) -> None:
     store.set_setting(PAUSE_KEY, "1" if paused else "0")
     log.warning("sending.paused" if paused else "sending.resumed")
+
+
+def _due(kind: str, now: datetime) -> Select[Any]:
+    """The message columns of a channel's queued rows that are due: what a batch is claimed from."""
+    sends = schema.sends
+    return select(*(sends.c[name] for name in MESSAGE_COLUMNS)).where(
+        sends.c.state == "queued", sends.c.channel == kind, sends.c.not_before <= now
+    )
 
 
 class Sender:
@@ -143,21 +151,14 @@ class Sender:
                 cache.clear()
                 return
             sends = schema.sends
+            query = (
+                _due(kind, now)
+                .where(sends.c.id > self._rendered_up_to.get(kind, 0))
+                .order_by(sends.c.id)
+                .limit(min(room, limit))
+            )
             with self.store.read() as conn:
-                rows = [
-                    r._asdict()
-                    for r in conn.execute(
-                        select(*(sends.c[name] for name in MESSAGE_COLUMNS))
-                        .where(
-                            sends.c.state == "queued",
-                            sends.c.channel == kind,
-                            sends.c.not_before <= now,
-                            sends.c.id > self._rendered_up_to.get(kind, 0),
-                        )
-                        .order_by(sends.c.id)
-                        .limit(min(room, limit))
-                    )
-                ]
+                rows = [r._asdict() for r in conn.execute(query)]
             for row in rows:
                 try:
                     cache[row["send_key"]] = self.message_for(row)
@@ -176,12 +177,7 @@ class Sender:
     def _claim(self, kind: str, limit: int, now: datetime) -> list[dict[str, Any]]:
         sends, sup = schema.sends, schema.suppressions
         with self.store.begin() as conn:
-            query = (
-                select(*(sends.c[name] for name in MESSAGE_COLUMNS))
-                .where(sends.c.state == "queued", sends.c.channel == kind, sends.c.not_before <= now)
-                .order_by(sends.c.not_before, sends.c.id)
-                .limit(limit)
-            )
+            query = _due(kind, now).order_by(sends.c.not_before, sends.c.id).limit(limit)
             if not self.store.is_sqlite:
                 query = query.with_for_update(skip_locked=True)
             rows = [r._asdict() for r in conn.execute(query)]
