@@ -230,6 +230,9 @@ def test_sd_notify_sequence_and_sigterm_exits_0_logging_daemon_stopped(
     assert 0 == daemon.stop(signal.SIGTERM)
 
     assert [1.0] == [e["switch_interval_ms"] for e in logged(daemon, "daemon.ready")]
+    # What start-up built is out of the collector's sight, again after the reload (settle_heap).
+    frozen = [e["heap_frozen"] for e in logged(daemon, "daemon.ready") + logged(daemon, "config.reloaded")]
+    assert 2 == len(frozen) and min(frozen) > 10_000, frozen
     assert 1 == len(logged(daemon, "daemon.stopped")), daemon.log()
     lifecycle = [s for s in notify_socket.states() if s != "WATCHDOG=1"]
     assert ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"] == lifecycle
