@@ -39,7 +39,7 @@ from nps_sync.leader import (
     recover_sends,
     resume_from_ticks,
 )
-from nps_sync.runtime import Runtime
+from nps_sync.runtime import Runtime, settle_heap
 from nps_sync.scheduler import Scheduler
 from nps_sync.sdnotify import Notifier
 from nps_sync.web import create_app
@@ -125,16 +125,6 @@ def idle(stop: threading.Event, work_queued: threading.Event, due_in: float | No
     wait = IDLE_SLEEP if due_in is None else min(IDLE_SLEEP, due_in)
     if work_queued.wait(max(0.0, wait - MIN_IDLE)):
         work_queued.clear()
-
-
-def settle_heap() -> None:
-    """Collect what start-up left, then put the survivors (config, connectors and their SDKs' modules,
-    SQLAlchemy tables, templates: 130,000 objects with HubSpot) out of the collector's sight. They
-    live as long as the runtime, and a full collection walked them all, holding the GIL for 80-100 ms:
-    three times in a HubSpot 10,000-contact wave, each time stalling the thread that reads the CRM's
-    pages and every answer being recorded. The web processes do the same (nps_sync.web.processes)."""
-    gc.collect()
-    gc.freeze()
 
 
 class Daemon:

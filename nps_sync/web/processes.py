@@ -28,7 +28,6 @@ children while the daemon's workers record and act on them, each on its own CPU.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import signal
@@ -288,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from nps_sync import config as config_mod
     from nps_sync.logs import configure
-    from nps_sync.runtime import Runtime
+    from nps_sync.runtime import Runtime, settle_heap
     from nps_sync.web import create_app
     from nps_sync.web import render as web_render
 
@@ -343,10 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     # Compile the customer-facing pages now, not during the first answers of a burst.
     for name in ("survey.html", "message.html", "base.html"):
         web_render.env.get_template(name)
-    # What start-up built (config, SQLAlchemy tables, templates) lives as long as the process: out
-    # of the collector's sight, a full collection no longer walks it while requests wait.
-    gc.collect()
-    gc.freeze()
+    settle_heap()  # what start-up built lives as long as the process
     threading.Thread(target=relay, name="relay", daemon=True).start()
     threading.Thread(target=watch_daemon, name="life", daemon=True).start()
     with socket.socket(fileno=args.fd) as held:
