@@ -2,10 +2,12 @@
 
 ``forget(store, email=…, phone=…)`` deletes, in one transaction, every row that names the person or
 one of their contact ids: sends, responses, wave decisions, webhook events, outbox messages, playbook
-runs and steps, our CRM-task records, jobs whose payload names them, and the sandbox CRM's rows. What
-is kept is one suppression per address whose ``address`` is a keyed hash (HMAC-SHA256 with a random
-key kept in ``settings``), reason ``erased``: the wave planner hashes each contact's address the same
-way, so a CRM re-import cannot bring the person back, and the tombstone alone names nobody.
+runs and steps, our CRM-task records, jobs whose payload names them, and the sandbox CRM's rows. The
+roll-up of each account the person had answered for is queued in the same transaction, so the CRM's
+account NPS stops counting them once the daemon runs it. What is kept is one suppression per
+address whose ``address`` is a keyed hash (HMAC-SHA256 with a random key kept in ``settings``),
+reason ``erased``: the wave planner hashes each contact's address the same way, so a CRM re-import
+cannot bring the person back, and the tombstone alone names nobody.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from nps_sync.errors import NpsSyncError
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
 from nps_sync.timezones import normalize_email, normalize_phone
+from nps_sync.writeback import queue_rollups
 
 log = structlog.get_logger("nps_sync.forget")
 
@@ -119,6 +122,11 @@ def forget(store: Store, *, email: str | None = None, phone: str | None = None) 
             ).scalars()
         )
         count = result.deleted
+        resp = schema.responses
+        answered = or_(resp.c.send_id.in_(send_ids), resp.c.contact_id.in_(ids))
+        accounts = sorted(
+            {a for a in conn.execute(select(resp.c.account_id).where(answered).distinct()).scalars() if a}
+        )
 
         def gone(name: str, stmt: Any) -> None:
             n = int(conn.execute(stmt).rowcount or 0)
@@ -158,6 +166,8 @@ def forget(store: Store, *, email: str | None = None, phone: str | None = None) 
             "jobs",
             delete(schema.jobs).where(schema.jobs.c.id.in_(_jobs_naming(conn, ids | values | set(keys)))),
         )
+        # Their accounts' NPS counted them: recomputed without them (after the jobs naming them went).
+        queue_rollups(store, conn, accounts)
         # Reminders and playbook messages point at a survey send by id; nothing else may dangle.
         conn.execute(update(sends).where(sends.c.survey_send_id.in_(send_ids)).values(survey_send_id=None))
         gone("sends", delete(sends).where(sends.c.id.in_(send_ids)))

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, or_, select, update
 
 from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
@@ -105,16 +105,23 @@ def enqueue_coalesced(
     touch(conn, kind, list(payloads))
 
 
+#: Built once, like ``_INSERT_JOB``: an answer touches its account's roll-up while holding the write lock.
+_TOUCH = (
+    update(schema.jobs)
+    .where(
+        schema.jobs.c.kind == bindparam("job_kind"),
+        schema.jobs.c.state == "queued",
+        schema.jobs.c.dedupe_key.in_(bindparam("keys", expanding=True)),
+    )
+    .values(updated_at=bindparam("touched_at"))
+)
+
+
 def touch(conn: Connection, kind: str, dedupe_keys: Sequence[str]) -> None:
     """Mark queued jobs of ``kind`` with these keys as just asked for again (``Linger.quiet`` counts
     from the latest touch), without moving their due time."""
     if dedupe_keys:
-        jobs = schema.jobs
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.kind == kind, jobs.c.state == "queued", jobs.c.dedupe_key.in_(list(dedupe_keys)))
-            .values(updated_at=utcnow())
-        )
+        conn.execute(_TOUCH, {"job_kind": kind, "keys": list(dedupe_keys), "touched_at": utcnow()})
 
 
 def enqueue_many(conn: Connection, kind: str, payloads: Sequence[Mapping[str, Any]]) -> None:

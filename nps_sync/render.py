@@ -1,9 +1,10 @@
 """Render survey, reminder and playbook messages exactly as recipients receive them.
 
-Every email carries 11 score links and a one-click unsubscribe (RFC 8058 ``List-Unsubscribe`` +
-``List-Unsubscribe-Post`` headers, and a footer link), the sender's postal address, and a second,
-tagged rendering so providers that send one body to many recipients can batch (see
-``TaggedContent``).
+Every email carries 11 score links (its one signed survey link, each with ``?score=N`` to preselect
+that score on the page, where the form records the answer), a one-click unsubscribe (RFC 8058
+``List-Unsubscribe`` + ``List-Unsubscribe-Post`` headers, and a footer link), the sender's postal
+address, and a second, tagged rendering so providers that send one body to many recipients can
+batch (see ``TaggedContent``).
 
 A wave renders thousands of survey emails that differ only in the greeting and the links, so the
 layout of each (program, language, kind) is rendered once with tags where those go, checked to give
@@ -144,8 +145,9 @@ class Renderer:
     # --- links ---------------------------------------------------------------------------------
 
     def score_links(self, send_id: int) -> list[str]:
-        tokens = self.tokens.score_tokens(send_id)
-        return [f"{self.public_url}/r/{token}" for token in tokens]
+        """The survey link once per score: one signed token (the score only preselects the page's
+        answer, which the person then submits; the link alone already lets them submit any score)."""
+        return _score_links(self.survey_link(send_id))
 
     def survey_link(self, send_id: int) -> str:
         return f"{self.public_url}/r/{self.tokens.sign('survey', {'s': send_id})}"
@@ -234,16 +236,16 @@ class Renderer:
         subject = self.text(language, "reminder_subject" if reminder else "subject", program)
         question = self.text(language, "question", program)
         common = self._common(language, subject, program, {"question": question})
-        tags = [f"-link_{i}-" for i in range(len(SCORES))]
-        tagged_html, tagged_text = _render(common, "-intro-", tags, "-unsubscribe_url-", "-intro_html-")
-        pattern = _tag_pattern(("-intro-", "-intro_html-", "-unsubscribe_url-", *tags))
+        tagged_links = _score_links("-survey_url-")
+        tagged_html, tagged_text = _render(
+            common, "-intro-", tagged_links, "-unsubscribe_url-", "-intro_html-"
+        )
+        pattern = _tag_pattern(_LAYOUT_TAGS)
         if pattern.search(subject):
             return None
-        probe = {
-            tag: f"probe{i}x{tag[1:-1]}" for i, tag in enumerate(["-intro-", "-unsubscribe_url-", *tags])
-        }
+        probe = {tag: f"probe{i}x{tag[1:-1]}" for i, tag in enumerate(_LAYOUT_TAGS)}
         probe["-intro_html-"] = probe["-intro-"]
-        links = [probe[t] for t in tags]
+        links = _score_links(probe["-survey_url-"])
         html, text = _render(common, probe["-intro-"], links, probe["-unsubscribe_url-"], None)
         html_parts, text_parts = pattern.split(tagged_html), pattern.split(tagged_text)
         layout = _Layout(program, subject, question, tagged_text, tagged_html, text_parts, html_parts)
@@ -262,14 +264,15 @@ class Renderer:
         intro: str,
         purpose: str,
     ) -> OutboundMessage:
-        links = self.score_links(send_id)
+        survey_url = self.survey_link(send_id)
+        links = _score_links(survey_url)
         unsubscribe_token = self.unsubscribe_token(send_id)
         unsubscribe_url = f"{self.public_url}/u/{unsubscribe_token}"
         substitutions = {
             "-intro-": intro,
             "-intro_html-": str(escape(intro)),
             "-unsubscribe_url-": unsubscribe_url,
-            **{f"-link_{i}-": link for i, link in enumerate(links)},
+            "-survey_url-": survey_url,
         }
         # Jinja escapes the values in the HTML part. Tokens are URL-safe, so links only change when
         # public_url has a character to escape, and then the tagged body would not give this
@@ -436,6 +439,14 @@ class Renderer:
         return OutboundMessage(
             send_key=send_key, channel="sms", to=to, subject="", text=body, purpose=purpose
         )
+
+
+#: The places a survey email's layout is filled per recipient.
+_LAYOUT_TAGS = ("-intro-", "-intro_html-", "-unsubscribe_url-", "-survey_url-")
+
+
+def _score_links(survey_url: str) -> list[str]:
+    return [f"{survey_url}?score={score}" for score in SCORES]
 
 
 def _render(

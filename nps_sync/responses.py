@@ -1,8 +1,9 @@
 """Recording answers: web form posts, SMS replies, provider events.
 
-A response is stored in one transaction together with its write-back job and its playbook runs, so
-a crash loses none of them. A later answer to the same survey replaces the earlier one. Webhook
-events are deduplicated in the database on ``(provider, event_id)``, shared by every replica.
+A response is stored in one transaction together with its write-back job, its account's roll-up
+(when the response is new or changed category) and its playbook runs, so a crash loses none of
+them. A later answer to the same survey replaces the earlier one. Webhook events are deduplicated
+in the database on ``(provider, event_id)``, shared by every replica.
 
 The web form's answers take a shorter path: ``accept`` commits the answer as an ``answer`` job (one
 row) and the page is served at once; a worker records accepted answers in batches, many to a
@@ -34,6 +35,7 @@ from nps_sync.store.db import Store, unindexed, utcnow
 from nps_sync.store.group_commit import GroupCommit
 from nps_sync.survey import contact_from_snapshot
 from nps_sync.timezones import normalize_email, normalize_phone
+from nps_sync.writeback import queue_rollups
 
 log = structlog.get_logger("nps_sync.responses")
 
@@ -304,6 +306,12 @@ class Responses:
             "writeback",
             {"contact_id": send["contact_id"], "account_id": send["account_id"]},
         )
+        account_id = send["account_id"]
+        if account_id and recorded.category_changed:
+            # Account NPS counts responses and their categories, from the store: a new response or
+            # a changed category moves it (a new score in the same category or a comment does not),
+            # and it need not wait for the contacts' write-back, so the answer queues it itself.
+            queue_rollups(self.store, conn, [account_id])
         if self.on_response is not None and (
             existing is None or recorded.category_changed or (existing["score"] != score)
         ):

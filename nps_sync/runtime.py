@@ -157,8 +157,11 @@ class Runtime:
             },
             # Answers arrive one by one: waiting for a full batch turns a stream into one CRM call per
             # 100–200 answers; roll-ups wait for answers to pause, so each account is written once.
-            # An answer not yet recorded or written back is about to touch its account's roll-up, so
-            # while either is queued or running a roll-up's quiet gap does not count.
+            # Recording an answer queues (or touches) its account's roll-up, so the quiet gap counts
+            # from the last answer; while an answer waits to be recorded, or a write-back waits for
+            # more answers (their stream has not paused for its 0.5 s), the gap does not count. So a
+            # stream of answers a few a second apart still writes each account once, and after a
+            # burst the roll-up runs as soon as the last write-back is done and the gap is over.
             lingers={
                 "writeback": WRITEBACK_LINGER,
                 # ``task_batch_wait`` (1.5 s): answer → task stays under two seconds; at 100 answers

@@ -5,10 +5,11 @@ or phone number: itsdangerous payloads are readable without the key. Each purpos
 an unsubscribe token can never be replayed as a survey answer. Keys rotate through a list, newest
 last: tokens signed with an older key still verify until it is removed.
 
-A survey email carries twelve tokens, so signing has a fast path: the HMAC key itsdangerous derives
-is computed once per purpose and the small payloads are never worth compressing, which gives the
-same bytes ``URLSafeTimedSerializer.dumps`` gives (checked at start-up; any other payload, or a
-library that signs differently, goes through itsdangerous itself).
+A wave signs two tokens per survey email (its survey link, which its 11 score links share, and its
+unsubscribe link), so signing has a fast path: the HMAC key itsdangerous derives is computed once
+per purpose and the small payloads are never worth compressing, which gives the same bytes
+``URLSafeTimedSerializer.dumps`` gives (checked at start-up; any other payload, or a library that
+signs differently, goes through itsdangerous itself).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ SALTS: dict[Purpose, str] = {
 }
 
 
-#: The scores a survey email links to, one signed link each.
+#: The scores a survey email links to (its survey link with ``?score=N``).
 SCORES = tuple(range(11))
 
 
@@ -63,41 +64,12 @@ class Tokens:
                 del self._macs[purpose]
 
     def sign(self, purpose: Purpose, payload: dict[str, Any]) -> str:
-        return self.sign_many(purpose, [payload])[0]
-
-    def sign_many(self, purpose: Purpose, payloads: Sequence[dict[str, Any]]) -> list[str]:
-        """``sign`` for several payloads at once (a survey email's eleven score links)."""
         mac = self._macs.get(purpose)
-        if mac is None:
-            return [str(self._serializers[purpose].dumps(p)) for p in payloads]
-        return self._sign_datas(purpose, mac, payloads, [_compact_json(p) for p in payloads])
-
-    def score_tokens(self, send_id: int, scores: Sequence[int] = SCORES) -> list[str]:
-        """``sign_many("survey", [{"s": send_id, "v": score} ...])``, the payloads written directly."""
-        payloads = [{"s": send_id, "v": score} for score in scores]
-        mac = self._macs.get("survey")
-        if mac is None or type(send_id) is not int or any(type(v) is not int for v in scores):
-            return self.sign_many("survey", payloads)
-        return self._sign_datas(
-            "survey", mac, payloads, [b'{"s":%d,"v":%d}' % (send_id, score) for score in scores]
-        )
-
-    def _sign_datas(
-        self, purpose: Purpose, mac: Any, payloads: Sequence[dict[str, Any]], datas: Sequence[bytes]
-    ) -> list[str]:
-        stamp = b"." + _b64(_timestamp_bytes(int(time.time())))
-        plain = _incompressible_all(datas)
-        signed = []
-        copy = mac.copy
-        for payload, data, fast in zip(payloads, datas, plain, strict=True):
-            if fast or _incompressible(data):
-                value = _b64(data) + stamp
-                digest = copy()
-                digest.update(value)
-                signed.append((value + b"." + _b64(digest.digest())).decode("ascii"))
-            else:
-                signed.append(str(self._serializers[purpose].dumps(payload)))
-        return signed
+        if mac is not None:
+            data = _compact_json(payload)
+            if _incompressible(data):
+                return _fast_sign(mac, data, int(time.time()))
+        return str(self._serializers[purpose].dumps(payload))
 
     def _fast_path_agrees(self, purpose: Purpose) -> bool:
         probe = {"s": 1234567, "v": 10}
@@ -163,33 +135,12 @@ def _compact_json(payload: dict[str, Any]) -> bytes:
 _PLAIN_KEYS: set[tuple[str, ...]] = set()
 
 
-def _common_prefix(datas: Sequence[bytes]) -> bytes:
-    first, last = min(datas), max(datas)
-    size = 0
-    while size < len(first) and first[size] == last[size]:
-        size += 1
-    return first[:size]
-
-
-def _incompressible_all(datas: Sequence[bytes]) -> list[bool]:
-    """``_incompressible`` for payloads that share a prefix (one send's score links), cheaply and
-    conservatively: a payload's repeated 3-byte runs are at most the prefix's plus one per byte after
-    it. False means "check this one on its own", not "compressible"."""
-    if len(datas) < 2:
-        return [False] * len(datas)
-    common = _common_prefix(datas)
-    if len(common) < 3:
-        return [False] * len(datas)
-    base = (len(common) - 2) - len(set(zip(common, common[1:], common[2:], strict=False)))
-    return [len(d) <= 24 and base + len(d) - len(common) <= 3 for d in datas]
-
-
 def _incompressible(data: bytes) -> bool:
     """True when itsdangerous would not compress ``data`` (it keeps zlib's output only when that
     saves two bytes). Deflate saves only by repeating earlier runs of three bytes or more: in at most
     24 bytes where at most three 3-byte runs repeat, fixed codes cannot gain the 10 bytes zlib's
     header, checksum and block framing cost, nor can dynamic codes pay for their code table. Calling
-    zlib for a score link's 20 bytes would cost more than signing them."""
+    zlib for a survey link's 10 bytes would cost more than signing them."""
     if len(data) > 24:
         return False
     repeated = (len(data) - 2) - len(set(zip(data, data[1:], data[2:], strict=False)))

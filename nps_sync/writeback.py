@@ -1,9 +1,11 @@
 """Write results back to the CRM: the contact's NPS fields and the account roll-up.
 
 Jobs of kind ``writeback`` are claimed in batches, so a burst of responses becomes one batched CRM
-call per kind instead of one call per response. Each batch then asks for the roll-up of its accounts
-through one coalesced ``account_rollup`` job per account: those run once answers pause (or after a
-maximum delay), so a stream of answers writes each account once, not once per batch of answers.
+call per kind instead of one call per response. The roll-up of an account is its own coalesced
+``account_rollup`` job, queued (or touched) by the answer itself, in the transaction that records it
+(``Responses.record_in``): the roll-up is computed from the store's responses, not from what the
+contacts' write-back wrote, so it runs once answers pause (or after a maximum delay), alongside the
+contacts' write-back rather than after it, and a stream of answers writes each account once.
 Field writes are idempotent, so a retried job is safe.
 
 Account NPS = %promoters − %detractors over each contact's latest response within the window.
@@ -11,12 +13,12 @@ Account NPS = %promoters − %detractors over each contact's latest response wit
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import desc, select
+from sqlalchemy import Connection, desc, select
 
 from nps_sync.abc import CRM
 from nps_sync.errors import ConnectorUnavailable
@@ -70,6 +72,11 @@ def rollup_key(account_id: str) -> str:
     return f"{ROLLUP_JOB}:{account_id}"
 
 
+def queue_rollups(store: Store, conn: Connection, account_ids: Iterable[str]) -> None:
+    """Queue (or touch) one ``account_rollup`` job per account, in the caller's transaction."""
+    enqueue_coalesced(store, conn, ROLLUP_JOB, {rollup_key(a): {"account_id": a} for a in account_ids})
+
+
 class WriteBack:
     def __init__(self, store: Store, crm: CRM, *, account_window: timedelta) -> None:
         self.store = store
@@ -78,19 +85,13 @@ class WriteBack:
 
     def handle(self, payloads: Sequence[Mapping[str, Any]]) -> None:
         """Job handler for ``writeback``: a batch of ``{contact_id, account_id}``. Writes the contacts
-        and queues (or touches) one ``account_rollup`` job per account."""
+        only: their accounts' roll-ups were queued with the answers (see the module docstring)."""
         contact_ids = sorted({p["contact_id"] for p in payloads})
-        account_ids = sorted({p["account_id"] for p in payloads if p.get("account_id")})
         updates = self.contact_updates(contact_ids)
         result = self.crm.update_contacts(updates)
         crash_point("writeback.after_crm")
         transient = _log_failures(result, "writeback.contact_failed", "contact_id")
-        if account_ids:
-            with self.store.begin() as conn:
-                enqueue_coalesced(
-                    self.store, conn, ROLLUP_JOB, {rollup_key(a): {"account_id": a} for a in account_ids}
-                )
-        log.info("writeback.done", contacts=len(result.succeeded), accounts_queued=len(account_ids))
+        log.info("writeback.done", contacts=len(result.succeeded), jobs=len(payloads))
         if transient:
             raise ConnectorUnavailable(f"{transient} records failed transiently; retrying the batch")
 

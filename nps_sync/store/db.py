@@ -163,8 +163,7 @@ class Store:
     ) -> None:
         """``insert_ignore`` for many rows in one executemany (rows must share their keys)."""
         if rows:
-            ins = (sqlite_insert if self.is_sqlite else pg_insert)(table)
-            conn.execute(ins.on_conflict_do_nothing(index_elements=list(keys)), rows)
+            conn.execute(self._insert_ignoring(table, keys, frozenset(rows[0])), rows)
 
     def insert_new(
         self, conn: Connection, table: Any, rows: list[dict[str, Any]], *keys: str

@@ -2,6 +2,10 @@
 
 A GET never records anything: mail security scanners open every link in an email. The score is
 recorded only when the person submits the form (a POST). A later answer replaces the earlier one.
+
+An email's 11 score links are its one survey link with ``?score=N``, which only preselects that
+score on the form: the signed token says which survey, and whoever holds it may answer it with any
+score anyway. Links from earlier versions, which carried the score inside the token, still work.
 """
 
 from __future__ import annotations
@@ -49,6 +53,23 @@ def _send(rt: Runtime, send_id: int) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def _score(raw: str | None) -> int | None:
+    """``raw`` as a score from 0 to 10, or None ("²".isdigit() is True, and a long run of digits is
+    not worth converting)."""
+    if raw is not None and len(raw) <= 2 and raw.isascii() and raw.isdigit() and int(raw) <= 10:
+        return int(raw)
+    return None
+
+
+def _preselected(query: str | None, signed: Any) -> int | None:
+    """The score a link asks the page to show chosen: ``?score=N``, or the score an older link
+    carried in its token; None when neither is a score from 0 to 10."""
+    score = _score(query)
+    if score is not None:
+        return score
+    return signed if type(signed) is int and 0 <= signed <= 10 else None
+
+
 def routes(rt: Runtime) -> list[Route]:
     # The page wording depends only on the program and the language; a reload builds a new app.
     wording: dict[tuple[str, str], dict[str, str]] = {}
@@ -84,8 +105,7 @@ def routes(rt: Runtime) -> list[Route]:
             return checked
         payload, send = checked
         t = texts(send)
-        score = payload.get("v")
-        score = score if isinstance(score, int) and 0 <= score <= 10 else None
+        score = _preselected(request.query_params.get("score"), payload.get("v"))
         with rt.store.lookup() as conn:
             existing = conn.execute(
                 select(schema.responses.c.score, schema.responses.c.comment).where(
@@ -121,12 +141,11 @@ def routes(rt: Runtime) -> list[Route]:
         if isinstance(checked, HTMLResponse):
             return checked
         _, send = checked
-        raw = str(form.get("score", ""))
+        score = _score(str(form.get("score", "")))
         t = texts(send)
-        if not (raw.isascii() and raw.isdigit()) or not 0 <= int(raw) <= 10:  # "²".isdigit() is True
+        if score is None:
             return _error(request, 422, t["question"], "Please choose a score from 0 to 10.")
         comment = str(form.get("comment", "")).strip()[:5000]
-        score = int(raw)
         try:
             # Committed as an answer job: a worker records it (and its write-back and playbooks).
             category = rt.responses.accept(int(send["id"]), score, comment, channel=send["channel"])

@@ -19,6 +19,7 @@ from nps_sync.runtime import Runtime
 from nps_sync.store import schema
 from nps_sync.store.db import Store
 from tests.chaos.cluster import SIGNING_KEY, write_seed
+from tests.connectors.sandbox.fixtures import SandboxProbe
 from tests.e2e.daemon import write_config
 
 pytestmark = pytest.mark.chaos
@@ -117,6 +118,36 @@ def test_forget_leaves_no_trace_and_a_reimport_does_not_resurrect(runtime: tuple
     with rt.store.read() as conn:
         again = conn.execute(select(s.c.id).where(s.c.contact_id == PERSON)).all()
     assert [] == again
+
+
+def test_forget_queues_the_roll_up_of_the_account_the_person_answered_for(
+    runtime: tuple[Runtime, Path],
+) -> None:
+    rt, _ = runtime
+    rt.run_wave("mail")
+    rt.drain()
+    for contact in (PERSON, "K00002", "K00004"):
+        rt.responses.record(survey_id(rt.store, contact, "email"), 2, None, channel="email")
+    rt.drain()
+    s, jobs = schema.sends, schema.jobs
+    with rt.store.read() as conn:
+        account = conn.execute(
+            select(s.c.account_id).where(s.c.contact_id == PERSON, s.c.kind == "survey")
+        ).scalar_one()
+    probe = SandboxProbe(rt.store)
+    assert ("-100.0", "1") == (probe.account_value(account, "nps"), probe.account_value(account, "responses"))
+
+    forget(rt.store, email=EMAIL, phone=PHONE)
+    with rt.store.read() as conn:
+        queued = conn.execute(
+            select(jobs.c.kind, jobs.c.payload).where(
+                jobs.c.state == "queued", jobs.c.kind == "account_rollup"
+            )
+        ).all()
+    assert [("account_rollup", {"account_id": account})] == [(k, dict(p)) for k, p in queued]
+    rt.drain()
+    # No answer left in the account: its NPS is cleared and it counts no response.
+    assert (None, "0") == (probe.account_value(account, "nps"), probe.account_value(account, "responses"))
 
 
 def test_forget_is_idempotent_and_names_what_it_needs(runtime: tuple[Runtime, Path]) -> None:

@@ -224,14 +224,15 @@ def test_drain_runs_partial_batches_at_once(core_store: Store) -> None:
 
 
 def test_a_kind_waits_while_the_kind_it_follows_is_due_or_running(core_store: Store) -> None:
-    """``after``: the roll-up's quiet gap does not count while write-backs are queued or running
-    (they are about to ask for more roll-ups); its longest wait still does."""
+    """``after``: a kind's quiet gap does not count while jobs of the kind it follows are queued or
+    running (they are about to add or touch its jobs, as answers do roll-ups); its longest wait
+    still does."""
     ran: list[str] = []
     inside: list[int] = []
 
     def feed(payloads: Sequence[Mapping[str, Any]]) -> None:
         ran.append(f"w{len(payloads)}")
-        inside.append(queue.run_once())  # while this write-back runs, the roll-up must wait
+        inside.append(queue.run_once())  # while this ``w`` runs, ``r`` must wait
 
     queue = JobQueue(
         core_store,
@@ -258,7 +259,7 @@ def test_a_kind_waits_while_the_kind_it_follows_is_due_or_running(core_store: St
         clock.shift(timedelta(seconds=1))
         add_jobs(core_store, "w", [{"n": 1}])
         clock.shift(timedelta(seconds=59))
-        add_jobs(core_store, "w", [{"n": 2}])  # write-backs still coming: r has waited its longest
+        add_jobs(core_store, "w", [{"n": 2}])  # w still coming: r has waited its longest
         assert 1 == queue.run_once()
         assert ["r1"] == ran
 

@@ -73,6 +73,23 @@ def test_opening_all_11_score_links_records_nothing(web: Web, survey: int) -> No
     assert [] == jobs(web.rt.store)
 
 
+def test_the_query_only_preselects_a_score_and_links_signed_with_the_score_still_work(
+    web: Web, survey: int
+) -> None:
+    link = path_of(web.rt.renderer.survey_link(survey))
+    for query in ("?score=11", "?score=-1", "?score=%C2%B2", "?score=abc", "?score=" + "9" * 5000, ""):
+        page = web.http.get(link + query)
+        assert (200, False) == (page.status_code, " checked " in page.text), query
+    # A link from before the score moved to the query: the token itself says score 6.
+    older = f"/r/{web.rt.tokens.sign('survey', {'s': survey, 'v': 6})}"
+    assert 'value="6" checked' in web.http.get(older).text
+    assert 'value="2" checked' in web.http.get(older + "?score=2").text
+    # What is recorded is what the form says, whatever the link preselected.
+    assert 200 == web.http.post(link + "?score=10", data={"score": "4"}).status_code
+    web.rt.drain()
+    assert [4] == [r["score"] for r in web.responses()]
+
+
 def test_posting_the_form_records_the_score_and_a_later_post_replaces_it(web: Web, survey: int) -> None:
     links = [path_of(u) for u in web.rt.renderer.score_links(survey)]
 
@@ -127,7 +144,8 @@ def test_bad_tokens_get_a_friendly_4xx_page_and_record_nothing(web: Web, survey:
 
 def test_a_score_outside_0_to_10_is_refused_with_422(web: Web, survey: int) -> None:
     link = path_of(web.rt.renderer.survey_link(survey))
-    for raw in ("11", "-1", "abc", "", "\u00b2", "\u0663", " 7"):  # "²" and "٣" pass str.isdigit()
+    # "²" and "٣" pass str.isdigit(); 5,000 digits are more than int() converts
+    for raw in ("11", "-1", "abc", "", "\u00b2", "\u0663", " 7", "9" * 5000):
         page = web.http.post(link, data={"score": raw})
         assert (422, True) == (page.status_code, "Please choose a score from 0 to 10." in page.text), raw
     assert ([], []) == (web.responses(), jobs(web.rt.store))

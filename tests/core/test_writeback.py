@@ -1,5 +1,6 @@
-"""Write-back to the CRM: batched calls, the account roll-up (coalesced: written once answers pause,
-or after a maximum delay), and retry of transient failures.
+"""Write-back to the CRM: batched calls, the account roll-up (queued with the answers, coalesced:
+written once answers pause, or after a maximum delay, while their contacts' write-back may still
+wait), and retry of transient failures.
 
 The CRM is the real sandbox behind a counting wrapper (the far side of the ``CRM`` interface)."""
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 import time_machine
+from sqlalchemy import update
 from structlog.testing import capture_logs
 
 from nps_sync import config as config_mod
@@ -22,6 +24,7 @@ from nps_sync.models import AccountUpdate, BatchResult, ContactUpdate, RecordFai
 from nps_sync.queue import JobQueue, enqueue
 from nps_sync.responses import ANSWER_JOB
 from nps_sync.runtime import Runtime
+from nps_sync.store import schema
 from nps_sync.store.db import Store, utcnow
 from nps_sync.writeback import ROLLUP_JOB, WriteBack, account_rollup
 from tests.connectors.sandbox.fixtures import SandboxProbe
@@ -32,6 +35,7 @@ from tests.core.test_sending import (  # noqa: F401 - the *_fixture names are fi
     jobs,
     make_runtime,
     pg_module_store_fixture,
+    send_row,
 )
 
 
@@ -126,13 +130,12 @@ def test_200_responses_become_one_contacts_call_and_one_accounts_call(rt: Runtim
     contacts = [f"C{n:04d}" for n in range(1, 201)]
     for n, contact in enumerate(contacts):
         answer(rt, contact, n % 11, f"comment {n}")
-    assert 200 == len(jobs(rt.store, "writeback"))
+    assert (200, 10) == (len(jobs(rt.store, "writeback")), len(jobs(rt.store, ROLLUP_JOB)))
     queue, crm = counting_queue(rt)
 
-    assert 200 == queue.run_once()  # a full batch runs without lingering
-    assert ([200], []) == ([len(call) for call in crm.contact_calls], crm.account_calls)
-    assert 10 == queue.run_once(linger=False)  # one roll-up job per account
+    assert 210 == queue.drain()  # one batch of write-backs, one of roll-ups (a job per account)
     assert 0 == queue.run_once(linger=False)
+    assert [200] == [len(call) for call in crm.contact_calls]
 
     assert sorted(contacts) == sorted(u.contact_id for u in crm.contact_calls[0])
     assert [[f"A{a:02d}" for a in range(1, 11)]] == [
@@ -168,7 +171,7 @@ def test_account_nps_counts_each_contacts_latest_response_within_the_window(rt: 
     ] == rollup
 
     queue, _ = counting_queue(rt)
-    assert 11 == queue.drain()  # 9 write-backs, then the roll-ups of A01 and A02
+    assert 11 == queue.drain()  # 9 write-backs, and the roll-ups of A01 and A02 queued with them
     probe = SandboxProbe(rt.store)
     assert [("66.7", "3"), ("-25.0", "4")] == [
         (probe.account_value(a, "nps"), probe.account_value(a, "responses")) for a in ("A01", "A02")
@@ -239,25 +242,26 @@ def test_opt_outs_are_mirrored_to_the_crm_and_a_refused_one_is_logged(rt: Runtim
 # --- account roll-ups: once answers pause, or after the maximum delay -----------------------------
 
 
-def test_write_backs_of_a_burst_share_one_account_roll_up_once_answers_pause(rt: Runtime) -> None:
-    """Two batches of answers (A01–A03, then A03–A05) cost two contacts calls but one accounts call,
-    made 0.1 s (``account_rollup_quiet``) after the last write-back asked for a roll-up."""
+def test_answers_of_a_burst_share_one_account_roll_up_once_they_pause(rt: Runtime) -> None:
+    """Two bursts of answers (A01–A03, then A03–A05) cost one contacts call, once they paused for
+    the write-back's 0.5 s, and one accounts call right after it: the roll-ups' own quiet gap
+    (``account_rollup_quiet``, 0.1 s) counts from the last answer, but while a write-back waits
+    for more answers the stream may not be over."""
     queue, crm = counting_queue(rt)
     with time_machine.travel(utcnow(), tick=False) as clock:
         for n in range(1, 51):
             answer(rt, f"C{n:04d}", 10)
-        clock.shift(timedelta(seconds=0.5))  # answers paused for the write-back's quiet gap
-        assert 50 == queue.run_once()
+        clock.shift(timedelta(seconds=0.05))
         for n in range(51, 101):
             answer(rt, f"C{n:04d}", 0)
-        clock.shift(timedelta(seconds=0.5))
-        assert 50 == queue.run_once()
         assert 5 == len(jobs(rt.store, ROLLUP_JOB))  # A03 was asked for twice: still one job
-        clock.shift(timedelta(seconds=0.09))
+        clock.shift(timedelta(seconds=0.49))
         assert 0 == queue.run_once()
         clock.shift(timedelta(seconds=0.01))
-        assert 5 == queue.run_once()
-    assert [50, 50] == [len(call) for call in crm.contact_calls]
+        assert 100 == queue.run_once()  # the write-back first
+        assert [] == crm.account_calls
+        assert 5 == queue.run_once()  # then the roll-ups, their gap long over
+    assert [100] == [len(call) for call in crm.contact_calls]
     assert [[f"A{a:02d}" for a in range(1, 6)]] == [[u.account_id for u in c] for c in crm.account_calls]
     probe = SandboxProbe(rt.store)
     assert [("100.0", "20"), ("0.0", "20"), ("-100.0", "20")] == [
@@ -266,8 +270,8 @@ def test_write_backs_of_a_burst_share_one_account_roll_up_once_answers_pause(rt:
 
 
 def test_an_answer_not_yet_recorded_holds_the_account_roll_up(rt: Runtime) -> None:
-    """A web answer is committed as an ``answer`` job before it is recorded and written back: while
-    it waits, the roll-ups' quiet gap does not count (it is about to touch its account's roll-up)."""
+    """A web answer is committed as an ``answer`` job before it is recorded: while it waits, the
+    roll-ups' quiet gap does not count (recording it touches its account's roll-up)."""
     crm = CountingCrm(rt.crm)
     writeback = WriteBack(rt.store, crm, account_window=rt.config.daemon.account_window)
     queue = JobQueue(
@@ -283,26 +287,142 @@ def test_an_answer_not_yet_recorded_holds_the_account_roll_up(rt: Runtime) -> No
     )
     with time_machine.travel(utcnow(), tick=False) as clock:
         for n in range(1, 51):
-            answer(rt, f"C{n:04d}", 10)
-        clock.shift(timedelta(seconds=0.5))
-        assert 50 == queue.run_once()  # write-back; roll-ups of A01–A03 asked for
-        clock.shift(timedelta(seconds=0.1))
+            answer(rt, f"C{n:04d}", 10)  # roll-ups of A01–A03 asked for
+        assert 50 == queue.run_once("writeback", linger=False)
+        clock.shift(timedelta(seconds=0.05))
         late = add_send(rt, "C0051", state="sent", sent_at=utcnow())
         rt.responses.accept(late, 0, None, channel="email")  # C0051 is in account A03
-        clock.shift(timedelta(seconds=0.5))  # the roll-ups' quiet gap has passed since their request
+        clock.shift(timedelta(seconds=0.1))  # the roll-ups' quiet gap has passed since their request
         assert 1 == queue.run_once()  # … but the answer goes first: it is recorded, not rolled up
         assert [] == crm.account_calls
-        clock.shift(timedelta(seconds=0.5))
-        assert 1 == queue.run_once()  # its write-back asks for A03's roll-up again
-        clock.shift(timedelta(seconds=0.09))
+        # Recording it touched A03's roll-up and queued C0051's write-back, which waits 0.5 s for
+        # more answers; the roll-ups wait with it.
+        clock.shift(timedelta(seconds=0.49))
         assert 0 == queue.run_once()
         clock.shift(timedelta(seconds=0.01))
+        assert 1 == queue.run_once()
         assert 3 == queue.run_once()
     assert [50, 1] == [len(call) for call in crm.contact_calls]
     assert [["A01", "A02", "A03"]] == [[u.account_id for u in c] for c in crm.account_calls]
     probe = SandboxProbe(rt.store)
     # A03: ten promoters (C0041–C0050) and the late detractor.
     assert ("81.8", "11") == (probe.account_value("A03", "nps"), probe.account_value("A03", "responses"))
+
+
+# --- roll-ups are queued by the answers that can change them --------------------------------------
+
+
+def rollup_jobs(rt: Runtime) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """``(state, dedupe key, payload)`` of each ``account_rollup`` job."""
+    return [(j["state"], j["dedupe_key"], j["payload"]) for j in jobs(rt.store, ROLLUP_JOB)]
+
+
+def queued_rollup(account_id: str) -> tuple[str, str, dict[str, Any]]:
+    return ("queued", f"{ROLLUP_JOB}:{account_id}", {"account_id": account_id})
+
+
+def test_an_answer_queues_its_accounts_roll_up_in_its_own_transaction(rt: Runtime) -> None:
+    send_id = add_send(rt, "C0001", state="sent", sent_at=utcnow())
+
+    def answer_then_fail() -> None:
+        with rt.store.begin() as conn:
+            rt.responses.record_in(conn, send_id, 9, None, channel="email")
+            raise RuntimeError("the caller's transaction fails after the answer")
+
+    with pytest.raises(RuntimeError, match="after the answer"):
+        answer_then_fail()
+    assert ([], []) == (rollup_jobs(rt), jobs(rt.store, "writeback"))
+
+    rt.responses.record(send_id, 9, None, channel="email")
+
+    assert [queued_rollup("A01")] == rollup_jobs(rt)
+    assert 1 == len(jobs(rt.store, "writeback"))
+
+
+@pytest.mark.parametrize("path", ["web", "sms"])
+def test_answers_by_web_form_and_sms_queue_their_accounts_roll_up(rt: Runtime, path: str) -> None:
+    """Every way an answer arrives is recorded through ``record_in``, which queues the roll-up."""
+    if path == "web":
+        send_id = add_send(rt, "C0021", state="sent", sent_at=utcnow())
+        rt.responses.accept(send_id, 3, None, channel="email")
+        assert [] == rollup_jobs(rt)  # accepted, not yet recorded
+        rt.queue.run_once(ANSWER_JOB)
+    else:
+        add_send(rt, "C0021", channel="sms", state="sent", sent_at=utcnow(), key="sms-survey")
+        phone = send_row(rt.store, "sms-survey")["address"]
+        rt.responses.sms_received(
+            provider="twilio", event_id="SM1", from_number=phone, to_number="+15550100", body="3"
+        )
+    assert [queued_rollup("A02")] == rollup_jobs(rt)
+
+
+def test_a_second_answer_in_the_account_touches_the_queued_roll_up(rt: Runtime) -> None:
+    """C0001 and C0002 are both in A01: one queued job, touched by the later answer (its quiet gap
+    counts from then) and still due when the first answer asked."""
+    with time_machine.travel(utcnow(), tick=False) as clock:
+        first = utcnow()
+        answer(rt, "C0001", 9)
+        clock.shift(timedelta(seconds=0.05))
+        answer(rt, "C0002", 2)
+        [job] = jobs(rt.store, ROLLUP_JOB)
+    assert (queued_rollup("A01"), first, first + timedelta(seconds=0.05)) == (
+        (job["state"], job["dedupe_key"], job["payload"]),
+        job["run_at"],
+        job["updated_at"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("score", "comment", "rolled_up"),
+    [
+        (10, None, False),  # promoter → promoter
+        (9, "Great support", False),  # a comment only
+        (7, None, True),  # promoter → passive
+        (3, None, True),  # promoter → detractor
+    ],
+)
+def test_a_changed_answer_queues_a_roll_up_only_when_its_category_changed(
+    rt: Runtime, score: int, comment: str | None, rolled_up: bool
+) -> None:
+    queue, crm = counting_queue(rt)
+    send_id = answer(rt, "C0001", 9)
+    assert 2 == queue.drain()  # the write-back and A01's roll-up
+    assert [] == [j for j in rollup_jobs(rt) if j[0] != "done"]
+
+    with time_machine.travel(utcnow() + timedelta(minutes=5)):
+        rt.responses.record(send_id, score, comment, channel="email")
+
+        assert ([queued_rollup("A01")] if rolled_up else []) == [j for j in rollup_jobs(rt) if j[0] != "done"]
+        assert 1 == len([j for j in jobs(rt.store, "writeback") if j["state"] == "queued"])
+        assert 1 + rolled_up == queue.drain()  # the write-back, and a roll-up if one was queued
+    assert [["A01"]] * (1 + rolled_up) == [[u.account_id for u in c] for c in crm.account_calls]
+
+
+def test_an_answer_without_an_account_queues_no_roll_up(rt: Runtime) -> None:
+    send_id = add_send(rt, "C0001", state="sent", sent_at=utcnow())
+    with rt.store.begin() as conn:
+        conn.execute(update(schema.sends).where(schema.sends.c.id == send_id).values(account_id=None))
+
+    rt.responses.record(send_id, 2, None, channel="email")
+
+    assert [] == rollup_jobs(rt)
+    assert [{"contact_id": "C0001", "account_id": None}] == [
+        j["payload"] for j in jobs(rt.store, "writeback")
+    ]
+
+
+def test_the_roll_up_runs_as_soon_as_the_last_write_back_is_done(rt: Runtime) -> None:
+    """The runtime's queue: the roll-up's quiet gap (0.1 s) counts from the answer, so it is over by
+    the time the write-back's (0.5 s) is, and it is claimed right after the write-back is done
+    (before, it was asked for by the write-back and waited 0.1 s more)."""
+    with time_machine.travel(utcnow(), tick=False) as clock:
+        answer(rt, "C0001", 9)
+        clock.shift(timedelta(seconds=0.1))
+        assert [] == rt.queue.claim()  # the write-back may still get company
+        clock.shift(timedelta(seconds=0.4))
+        assert 1 == rt.queue.run_once()
+        assert ["done"] == [j["state"] for j in jobs(rt.store, "writeback")]
+        assert [(ROLLUP_JOB, {"account_id": "A01"})] == [(c[1], c[2]) for c in rt.queue.claim()]
 
 
 def test_a_steady_stream_of_answers_writes_each_account_once_per_maximum_delay(
@@ -328,7 +448,7 @@ def test_a_steady_stream_of_answers_writes_each_account_once_per_maximum_delay(
                 clock.shift(timedelta(seconds=0.4))
                 written += [second] * (len(crm.account_calls) - len(written))
             assert 90 == len(crm.contact_calls)
-            assert [60] == written  # the first roll-up job was queued at 0.6 s: due at 60.6 s
+            assert [60] == written  # the first roll-up job was queued with the first answer: due at 60 s
             clock.shift(timedelta(seconds=2))  # the stream ends
             assert 1 == queue.run_once()
     finally:
