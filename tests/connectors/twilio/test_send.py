@@ -235,6 +235,9 @@ def test_under_the_account_cap_200_sms_meet_no_20429(
 ) -> None:
     twilio_emulator.concurrency_limit = 5
     twilio_emulator.create_delay = 0.01
+    # The first creates wait until 4 are in flight together: with fewer workers they would time out
+    # at 3 or less; a busy machine no longer decides whether the 4 overlap.
+    twilio_emulator.gather_in_flight = 4
     channel = channel_factory(concurrency=4, max_batch=200)
     messages = [sms(i) for i in range(200)]
 

@@ -75,9 +75,14 @@ class TwilioEmulator:
         self.spec = SpecCheck() if validate_spec else None
         self.spec_problems: list[str] = []
         self.max_in_flight = 0
+        #: When set, a create waits (up to ``gather_timeout`` s) until this many requests have been in
+        #: flight at once: a client's concurrency is then observable without relying on timing.
+        self.gather_in_flight = 0
+        self.gather_timeout = 5.0
         self._in_flight = 0
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
+        self._in_flight_changed = threading.Condition(self._lock)
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -161,7 +166,20 @@ class TwilioEmulator:
                 return False
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            self._in_flight_changed.notify_all()
             return True
+
+    def gather(self) -> None:
+        """Wait until ``gather_in_flight`` requests have been in flight together; once that happened or
+        one wait timed out, creates no longer wait."""
+        with self._lock:
+            if not self.gather_in_flight:
+                return
+            met = self._in_flight_changed.wait_for(
+                lambda: self.max_in_flight >= self.gather_in_flight, timeout=self.gather_timeout
+            )
+            if not met:
+                self.gather_in_flight = 0
 
     @property
     def in_flight(self) -> int:
@@ -370,6 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(fault.status, fault.code, f"Injected fault {fault.status}")
         if kind == "messages.create":
             form = {k: v[-1] for k, v in parse_qs(raw.decode(), keep_blank_values=True).items()}
+            em.gather()
             if em.create_delay:
                 threading.Event().wait(em.create_delay)
             message = em.create(form)
