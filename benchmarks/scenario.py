@@ -20,6 +20,7 @@ from benchmarks.bounds import soql_job
 from benchmarks.harness import (
     WORK,
     Emulators,
+    Helpers,
     count,
     peak_rss_mb,
     start_daemon,
@@ -88,6 +89,7 @@ def run_wave(
         emu, name, crm, channel, web_processes=web_processes, task_batch_wait=task_batch_wait
     )
     assert daemon.proc is not None
+    helpers = Helpers(daemon.proc.pid)
     sends = schema.sends
     try:
         timeout = 120 + n * 0.05
@@ -156,7 +158,7 @@ def run_wave(
             result.latency_p99 = lat[min(len(lat) - 1, round(0.99 * (len(lat) - 1)))]
         result.accounts_written = len({s["contact_id"] for s in chosen})  # refined by bounds
         result.wall_seconds = result.wave_seconds + result.tail_seconds
-        result.peak_rss_mb = peak_rss_mb(daemon.proc.pid)
+        result.peak_rss_mb = peak_rss_mb(daemon.proc.pid) + helpers.stop()
         # The calls' timeline, for reading a wave's critical path after the run.
         (WORK / f"served-{name}.json").write_text(
             json.dumps({"started": started, "last_post": last_post, "served": served})
@@ -178,6 +180,7 @@ def run_pull(emu: Emulators, crm: str, n: int) -> Result:
     result = Result(name, crm, "email", n, "pull")
     daemon, store = start_daemon(emu, name, crm, "email", paused=True)
     assert daemon.proc is not None
+    helpers = Helpers(daemon.proc.pid)
     try:
         wait_until(
             lambda: (w := wave_row(store)) is not None and w["state"] == "done",
@@ -189,7 +192,7 @@ def run_pull(emu: Emulators, crm: str, n: int) -> Result:
         result.wave_seconds = (_utc(wave["finished_at"]) - _utc(wave["started_at"])).total_seconds()
         result.wall_seconds = result.wave_seconds
         _time_reads(emu.call("/served"), crm, result)
-        result.peak_rss_mb = peak_rss_mb(daemon.proc.pid)
+        result.peak_rss_mb = peak_rss_mb(daemon.proc.pid) + helpers.stop()
         result.calls = _calls(emu.call("/counts"), crm, "email")
         if int(wave["counts"].get("eligible", 0)) != n:
             result.notes.append(f"counts: {dict(wave['counts'])}")

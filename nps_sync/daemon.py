@@ -178,6 +178,8 @@ class Daemon:
             maintenance: Maintenance | None = None
             if leadership.check() and config.daemon.run_on_start:
                 scheduler.fire_now()
+            # HubSpot's page reader server starts in the background; a first wave must not wait.
+            self.rt.wait_ready()
             settle_heap()
             workers = self._start_workers(config.daemon.workers)
             self.notifier.ready(status=f"listening on {config.daemon.listen}")

@@ -48,6 +48,8 @@ QUIET = timedelta(seconds=0.5)
 WRITEBACK_LINGER = Linger(quiet=QUIET, longest=timedelta(seconds=3))
 #: Account roll-ups recomputed at once, one job per account, up to this many accounts.
 ROLLUP_BATCH = 2000
+#: Seconds start-up waits for connectors' background start (``Runtime.wait_ready``).
+READY_TIMEOUT = 30.0
 
 
 def calendar_for(config: Config) -> BusinessCalendar:
@@ -301,6 +303,14 @@ class Runtime:
                 break
             total += done
         return total
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Wait for what connectors start in the background (HubSpot's page reader server), so the
+        first wave does not wait for it. A connector without such work has no ``wait_ready``."""
+        for connector in (self.crm, *self.channels.values()):
+            ready = getattr(connector, "wait_ready", None)
+            if ready is not None:
+                ready(timeout)
 
     def close(self) -> None:
         for channel in self.channels.values():

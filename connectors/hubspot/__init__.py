@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from nps_sync.abc import ConnectorContext, ConnectorSpec
 
+from . import reader
 from .client import HubSpotClient
 from .config import HubSpotAudience, HubSpotOptions
 from .connector import HubSpotCrm
@@ -27,6 +28,8 @@ def create(options: HubSpotOptions, ctx: ConnectorContext) -> HubSpotCrm:
         timeout=options.timeout_seconds,
         daily_warn_fraction=options.daily_warn_fraction,
     )
+    if options.read_pages_in_process:
+        reader.warm()
     return HubSpotCrm(options, ctx, client)
 
 

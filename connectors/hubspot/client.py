@@ -189,7 +189,21 @@ class HubSpotClient:
         timeout: float,
         daily_warn_fraction: float = 0.1,
         sleep: Callable[[float], None] = time.sleep,
+        windows: tuple[SlidingWindow, SlidingWindow] | None = None,
     ) -> None:
+        #: What a copy of this client in another process needs (``reader``), with ``windows``.
+        self.settings: dict[str, Any] = {
+            "token": token,
+            "base_url": base_url,
+            "window_calls": window_calls,
+            "window_seconds": window_seconds,
+            "search_per_second": search_per_second,
+            "max_attempts": max_attempts,
+            "retry_wait": retry_wait,
+            "retry_max_wait": retry_max_wait,
+            "timeout": timeout,
+            "daily_warn_fraction": daily_warn_fraction,
+        }
         sdk = HubSpot(access_token=token, host=base_url, retry=Retry(False))
         crm = sdk.crm
         self._objects = {
@@ -203,8 +217,12 @@ class HubSpotClient:
         self._properties = crm.properties.core_api
         self._groups = crm.properties.groups_api
         self._memberships = crm.lists.memberships_api
-        self._window = SlidingWindow(window_calls, window_seconds, sleep)
-        self._search = SlidingWindow(search_per_second, 1.0, sleep)
+        #: The 10-second window and the search window, shared with the page reader's process.
+        self.windows = windows or (
+            SlidingWindow(window_calls, window_seconds, sleep),
+            SlidingWindow(search_per_second, 1.0, sleep),
+        )
+        self._window, self._search = self.windows
         self._attempts = max_attempts
         self._wait, self._max_wait = retry_wait, retry_max_wait
         self._timeout = timeout
@@ -315,9 +333,13 @@ class HubSpotClient:
         limit = _header(headers, "X-HubSpot-RateLimit-Daily")
         if remaining is None or not remaining.isdigit():
             return
-        self.daily_remaining = int(remaining)
-        if limit is not None and limit.isdigit():
-            self.daily_limit = int(limit)
+        self.note_daily(int(remaining), int(limit) if limit is not None and limit.isdigit() else None)
+
+    def note_daily(self, remaining: int, limit: int | None) -> None:
+        """The portal's daily allowance as HubSpot last reported it (here or in the page reader)."""
+        self.daily_remaining = remaining
+        if limit is not None:
+            self.daily_limit = limit
         low = self.daily_limit is not None and self.daily_remaining < self.daily_limit * self._warn_fraction
         if low and not self._warned_daily:
             log.warning("hubspot.daily_allowance_low", remaining=self.daily_remaining, limit=self.daily_limit)

@@ -72,6 +72,10 @@ class HubSpotOptions(BaseModel):
     timeout_seconds: float = Field(default=30.0, gt=0)
     #: Warn once when the portal's daily allowance left falls below this share (0–1).
     daily_warn_fraction: float = Field(default=0.1, ge=0, le=1)
+    #: Read an audience's pages in a process of its own (see ``reader``): the next page is asked
+    #: for as soon as the last one's cursor is known, whatever the daemon's threads are doing.
+    #: false reads them in a thread of the daemon (one process fewer, slower waves).
+    read_pages_in_process: bool = True
     contact_properties: ContactProperties = Field(default_factory=ContactProperties)
     company_properties: CompanyProperties = Field(default_factory=CompanyProperties)
     #: Contact property with the contact's time zone (HubSpot's ``hs_timezone`` by default).

@@ -30,9 +30,8 @@ from nps_sync.models import (
     TaskSpec,
     TaskState,
 )
-from nps_sync.readahead import prefetched
 
-from . import notes
+from . import notes, reader
 from .client import HubSpotClient, PropertyInfo, Record
 from .config import HubSpotAudience, HubSpotOptions, SearchFilter
 from .mapping import (
@@ -43,10 +42,7 @@ from .mapping import (
     CONTACT_BASE_PROPERTIES,
     CONTACT_SPECS,
     HUBSPOT_EMAIL_OPT_OUT,
-    MEMBERSHIP_PAGE_LIMIT,
-    OBJECT_ID,
     PROPERTY_RECHECK_SECONDS,
-    SEARCH_RESULT_CAP,
     TASK_KEY_SPEC,
     Company,
     PropertySpec,
@@ -57,6 +53,7 @@ from .mapping import (
     to_owner,
     to_value,
 )
+from .reader import PageSource
 from .tasks import HubSpotTasks
 
 if TYPE_CHECKING:
@@ -138,65 +135,22 @@ class HubSpotCrm:
         companies: dict[str, Company | None] = {}
         extra = tuple(audience.extra_fields)
         if spec.all_contacts:
-            pages = self._all_pages(props, limit)
+            source = PageSource("all", tuple(props), limit)
         elif spec.list_id is not None:
-            pages = self._list_pages(spec.list_id, props, min(limit, BATCH_LIMIT))
+            source = PageSource("list", tuple(props), min(limit, BATCH_LIMIT), list_id=spec.list_id)
         else:
-            pages = self._search_pages(spec, props, limit)
-        count = 0
+            groups = tuple(tuple(_api_filter(f) for f in group.filters) for group in spec.filter_groups or ())
+            source = PageSource("search", tuple(props), limit, filter_groups=groups)
         # Raw pages are read ahead of their conversion (time zones, phone numbers, companies): the
         # next round trip starts as soon as a page's cursor is known.
-        for records in prefetched(pages, ahead=RAW_PAGES_AHEAD * limit):
+        pages = reader.pages(
+            self.client, source, in_process=self.options.read_pages_in_process, ahead=RAW_PAGES_AHEAD
+        )
+        count = 0
+        for records in pages:
             count += len(records)
             yield self._to_contacts(records, companies, extra)
         log.info("hubspot.audience_read", program=audience.program, contacts=count)
-
-    def _all_pages(self, props: Sequence[str], limit: int) -> Iterator[list[Record]]:
-        after: str | None = None
-        while True:
-            page = self.client.list_page("contacts", props, limit, after)
-            if page.records:
-                yield page.records
-            if page.after is None:
-                return
-            after = page.after
-
-    def _list_pages(self, list_id: str, props: Sequence[str], chunk: int) -> Iterator[list[Record]]:
-        after: str | None = None
-        while True:
-            ids, after = self.client.list_members(list_id, MEMBERSHIP_PAGE_LIMIT, after)
-            for part in _chunks(ids, chunk):
-                records = self.client.batch_read("contacts", part, props)
-                if records:
-                    yield records
-            if after is None:
-                return
-
-    def _search_pages(
-        self, spec: HubSpotAudience, props: Sequence[str], limit: int
-    ) -> Iterator[list[Record]]:
-        """Search sorted by hs_object_id; past 10,000 results a new query starts after the last id."""
-        base = [[_api_filter(f) for f in group.filters] for group in spec.filter_groups or ()]
-        last_id: str | None = None
-        while True:
-            query = (
-                base
-                if last_id is None
-                else [[*g, {"property_name": OBJECT_ID, "operator": "GT", "value": last_id}] for g in base]
-            )
-            fetched, after = 0, None
-            while True:
-                page = self.client.search("contacts", query, props, limit=limit, after=after)
-                if page.records:
-                    last_id = page.records[-1].id
-                    yield page.records
-                fetched += len(page.records)
-                if page.after is None or not page.records:
-                    return
-                if fetched + limit > SEARCH_RESULT_CAP:
-                    log.info("hubspot.search_partition", after_id=last_id, fetched=fetched)
-                    break
-                after = page.after
 
     def get_contacts(self, ids: Sequence[str]) -> dict[str, Contact]:
         valid = list(dict.fromkeys(i for i in ids if is_record_id(i)))
@@ -452,6 +406,12 @@ class HubSpotCrm:
 
     def routes(self) -> Sequence[BaseRoute]:
         return []
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait for the page reader's fork server (``read_pages_in_process``), so a wave that starts
+        right after the daemon does not wait for it."""
+        if self.options.read_pages_in_process:
+            reader.wait_warm(timeout)
 
     def close(self) -> None:
         self.client.close()
