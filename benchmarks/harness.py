@@ -202,11 +202,20 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """A process's proportional set size: its own pages, plus its share of pages it shares."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
 class Helpers:
-    """The peak RSS of the processes a daemon started, directly or not (HubSpot's page reader,
-    the fork server it is forked from, multiprocessing's resource tracker; the web processes when
-    there are any), sampled every ``interval`` s: a page reader lives only as long as its pull.
-    ``stop`` gives the sum of each one's peak, pages they share counted in each (an upper bound)."""
+    """The memory of the processes a daemon started, directly or not (HubSpot's page reader, the
+    fork server it is forked from, multiprocessing's resource tracker; the web processes when there
+    are any), sampled every ``interval`` s: a page reader lives only as long as its pull. A reader
+    shares most of its pages with the fork server, so each is counted by its proportional set size
+    (a shared page split between them); ``stop`` gives the sum of each one's largest sample."""
 
     def __init__(self, pid: int, interval: float = 0.2) -> None:
         self.pid, self.interval = pid, interval
@@ -235,7 +244,7 @@ class Helpers:
         while not self._stop.wait(self.interval):
             for pid in self._descendants():
                 try:
-                    self.peaks[pid] = max(self.peaks.get(pid, 0.0), peak_rss_mb(pid))
+                    self.peaks[pid] = max(self.peaks.get(pid, 0.0), pss_mb(pid))
                 except OSError:
                     continue
 

@@ -277,7 +277,30 @@ class Runtime:
     ) -> WaveSummary:
         program = self.config.program_named(program_name)
         wave_id = wave_id or wave_id_for(program.name, now or utcnow())
-        return run_wave(self.store, self.config, self.crm, program, wave_id, dry_run=dry_run, now=now)
+        batch = min((c.max_batch for c in self.channels.values()), default=1)
+        queued = 0
+
+        def wake_at_full_batches(count: int) -> None:
+            # An idle worker polls the sender only every quarter second: wake one each time a batch
+            # may have filled, so a full batch goes at once (a wave's last one, above all).
+            nonlocal queued
+            if (queued + count) // batch > queued // batch:
+                self.responses.work_queued.set()
+            queued += count
+
+        summary = run_wave(
+            self.store,
+            self.config,
+            self.crm,
+            program,
+            wave_id,
+            dry_run=dry_run,
+            now=now,
+            on_queued=wake_at_full_batches,
+        )
+        if queued:
+            self.responses.work_queued.set()
+        return summary
 
     def background_once(self, *, linger: bool = True) -> int:
         """One round of background work: sends, queued jobs, follow-ups. Returns work items done.

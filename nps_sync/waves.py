@@ -52,7 +52,10 @@ def run_wave(
     dry_run: bool = False,
     now: datetime | None = None,
     on_page: Callable[[list[Decision]], None] | None = None,
+    on_queued: Callable[[int], None] | None = None,
 ) -> WaveSummary:
+    """Decide and record the program's audience page by page. ``on_page`` sees each page's
+    decisions before they are recorded, ``on_queued`` the number of sends each recorded page queued."""
     now = now or utcnow()
     summary = WaveSummary(wave_id, program.name)
     planner = WavePlanner(store, config, crm, now=now)
@@ -73,7 +76,9 @@ def run_wave(
         if dry_run:
             summary.decisions.extend(page)
             continue
-        _record_page(store, program, wave_id, page, now)
+        queued = _record_page(store, program, wave_id, page, now)
+        if on_queued is not None:
+            on_queued(queued)
     if not dry_run:
         decisions = schema.wave_decisions
         with store.begin() as conn:
@@ -99,7 +104,8 @@ def run_wave(
 
 def _record_page(
     store: Store, program: ProgramConfig, wave_id: str, page: list[Decision], now: datetime
-) -> None:
+) -> int:
+    """Record a page's decisions and queue its sends; returns how many sends it queued."""
     decisions = schema.wave_decisions
     with store.begin() as conn:
         # A wave resumed after a crash meets contacts it already decided (their survey is queued in
@@ -114,7 +120,7 @@ def _record_page(
         )
         page = [d for d in page if d.contact.id not in decided]
         if not page:
-            return
+            return 0
         conn.execute(
             schema.wave_decisions.insert(),
             [
@@ -158,6 +164,7 @@ def _record_page(
             )
         # One statement for the page (a row already there from an interrupted run is kept as it is).
         store.insert_ignore_many(conn, schema.sends, rows, "send_key")
+    return len(rows)
 
 
 def schedule_followups(store: Store, config: Config, *, now: datetime | None = None) -> int:

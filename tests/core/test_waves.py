@@ -4,6 +4,7 @@ sandbox CRM (the 50 shipped contacts unless a test seeds its own), real outbox."
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -509,3 +510,45 @@ def test_a_suppressed_national_format_number_is_found_in_the_contacts_country(
     d = decide(rt, "p")["N1"]
 
     assert ("skip", "suppressed", "+49301231002 is suppressed: stop") == outcome(d)
+
+
+class CountingEvent(threading.Event):
+    """The runtime's work-queued event, counting how often it was set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sets = 0
+
+    def set(self) -> None:
+        self.sets += 1
+        super().set()
+
+
+@pytest.mark.parametrize("batch", [10_000, 1])
+def test_a_wave_wakes_idle_workers_when_a_batch_may_be_full_and_when_it_ends(
+    make: MakeRuntime, batch: int
+) -> None:
+    """A worker polls the sender every quarter second at most; a wave's full batch should not wait."""
+    rt = make(program("p", audience={"page_size": 10}))
+    for channel in rt.channels.values():
+        channel.max_batch = batch  # type: ignore[misc]
+    woken = CountingEvent()
+    rt.responses.work_queued = woken
+    with time_machine.travel(T0):
+        rt.run_wave("p", wave_id="w1")
+    pages = rt.crm.iter_audience(Audience(program="p", filter={"page_size": 10}, channel="email"))
+    page_of = {c.id: n for n, page in enumerate(pages) for c in page}
+    with_sends = {page_of[s["contact_id"]] for s in sends(rt.store, wave_id="w1")}
+    assert len(page_of) == 50
+    assert len(with_sends) == 5
+    # One batch never fills: only the wave's end wakes. A batch of one fills on every page with a send.
+    assert woken.sets == (1 if batch == 10_000 else 1 + len(with_sends))
+
+
+def test_a_wave_that_queues_nothing_wakes_nobody(make: MakeRuntime) -> None:
+    rt = make(program("p", audience={"where": {"email": "nobody@example.invalid"}}))
+    woken = CountingEvent()
+    rt.responses.work_queued = woken
+    with time_machine.travel(T0):
+        summary = rt.run_wave("p", wave_id="w1")
+    assert (sum(summary.counts.values()), sends(rt.store), woken.sets) == (0, [], 0)
