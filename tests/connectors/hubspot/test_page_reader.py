@@ -7,7 +7,9 @@ import multiprocessing
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
@@ -30,7 +32,7 @@ def readers() -> list[multiprocessing.process.BaseProcess]:
 
 
 @pytest.fixture
-def emu() -> object:
+def emu() -> Iterator[HubSpotEmulator]:
     emulator = HubSpotEmulator().start()
     yield emulator
     emulator.stop()
@@ -38,6 +40,20 @@ def emu() -> object:
 
 def crm_on(emu: HubSpotEmulator, store: Store, tmp_path: Path, **overrides: object) -> HubSpotCrm:
     return build_hubspot(emu, store, tmp_path, hubspot_options(emu, **overrides))
+
+
+#: Pages read while the daemon works on the first: ten sent ahead of it, one more waiting for room.
+HELD = 1 + RAW_PAGES_AHEAD + 1
+
+
+def reading_ahead(emu: HubSpotEmulator, store: Store, tmp_path: Path) -> tuple[HubSpotCrm, Iterator[Any]]:
+    """3,000 contacts, the first page taken: the reader has read as far ahead as it may."""
+    emu.add_contacts(3_000)
+    crm = crm_on(emu, store, tmp_path)
+    pages = crm.iter_audience(EVERYONE)
+    assert 100 == len(next(pages))
+    wait_for(lambda: emu.calls["contacts.list"] == HELD, timeout=10, what="the read-ahead")
+    return crm, pages
 
 
 def test_the_pages_come_from_a_process_of_their_own_with_the_same_calls_as_a_thread(
@@ -100,12 +116,8 @@ def test_the_readers_log_lines_are_the_daemons_and_its_retries_are_counted(
 def test_a_reader_that_dies_is_an_unavailable_crm_after_the_pages_it_sent(
     emu: HubSpotEmulator, sqlite_store: Store, tmp_path: Path
 ) -> None:
-    emu.add_contacts(3_000)
-    crm = crm_on(emu, sqlite_store, tmp_path)
-    pages = crm.iter_audience(EVERYONE)
-    got = len(next(pages))
-    # The reader sends pages the daemon has not taken up to its credit, then waits for more.
-    wait_for(lambda: emu.calls["contacts.list"] == 1 + RAW_PAGES_AHEAD + 1, timeout=10, what="the read-ahead")
+    crm, pages = reading_ahead(emu, sqlite_store, tmp_path)
+    got = 100
     [reader] = readers()
     assert reader.pid is not None
     os.kill(reader.pid, signal.SIGKILL)
@@ -120,14 +132,9 @@ def test_a_reader_that_dies_is_an_unavailable_crm_after_the_pages_it_sent(
 def test_a_reader_stops_when_the_daemon_stops_reading(
     emu: HubSpotEmulator, sqlite_store: Store, tmp_path: Path
 ) -> None:
-    emu.add_contacts(3_000)
-    crm = crm_on(emu, sqlite_store, tmp_path)
-    pages = crm.iter_audience(EVERYONE)
-    next(pages)
-    held = 1 + RAW_PAGES_AHEAD + 1
-    wait_for(lambda: emu.calls["contacts.list"] == held, timeout=10, what="the read-ahead")
+    crm, pages = reading_ahead(emu, sqlite_store, tmp_path)
     assert 1 == len(readers())
     pages.close()  # type: ignore[attr-defined]  # a generator
     wait_for(lambda: not readers(), timeout=10, what="the reader to exit")
-    assert emu.calls["contacts.list"] == held
+    assert emu.calls["contacts.list"] == HELD
     crm.close()
