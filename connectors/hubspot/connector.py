@@ -47,6 +47,7 @@ from .mapping import (
     Company,
     PropertySpec,
     Value,
+    chunks,
     is_record_id,
     to_company,
     to_contact,
@@ -64,11 +65,6 @@ log = structlog.get_logger("nps_sync.connectors.hubspot")
 SETUP_HINT = "run `nps-sync setup hubspot` to create it"
 #: Raw contact pages read ahead of their conversion into contacts (``iter_audience``).
 RAW_PAGES_AHEAD = 10
-
-
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class HubSpotCrm:
@@ -104,7 +100,7 @@ class HubSpotCrm:
     ) -> list[Contact]:
         wanted = {r.properties.get(COMPANY_ID) for r in records} - set(companies) - {None, ""}
         wanted_ids = sorted(str(c) for c in wanted if is_record_id(c))
-        for chunk in _chunks(wanted_ids, BATCH_LIMIT):
+        for chunk in chunks(wanted_ids, BATCH_LIMIT):
             found = {
                 r.id: to_company(r.id, r.properties)
                 for r in self.client.batch_read("companies", chunk, COMPANY_PROPERTIES)
@@ -157,7 +153,7 @@ class HubSpotCrm:
         props = self._contact_properties(())
         companies: dict[str, Company | None] = {}
         found: dict[str, Contact] = {}
-        for chunk in _chunks(valid, BATCH_LIMIT):
+        for chunk in chunks(valid, BATCH_LIMIT):
             for contact in self._to_contacts(self.client.batch_read("contacts", chunk, props), companies, ()):
                 found[contact.id] = contact
         return {i: found[i] for i in valid if i in found}
@@ -299,7 +295,7 @@ class HubSpotCrm:
             else:
                 ready.append((record_id, props))
         succeeded: list[str] = []
-        for chunk in _chunks(ready, BATCH_LIMIT):
+        for chunk in chunks(ready, BATCH_LIMIT):
             result = self._write(object_type, chunk)
             succeeded.extend(result.succeeded)
             failed.extend(result.failed)

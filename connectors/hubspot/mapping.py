@@ -6,7 +6,7 @@ HubSpot sends and takes every property value as a string; conversions happen her
 from __future__ import annotations
 
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
 from functools import lru_cache
@@ -95,6 +95,12 @@ COMPANY_SPECS: dict[str, PropertySpec] = {
     "responses": PropertySpec("Account NPS responses", "number", "number", "Responses in the account NPS."),
 }
 TASK_KEY_SPEC = PropertySpec("nps-sync task key", "string", "text", "Lets nps-sync find a task it created.")
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    """``items`` in consecutive slices of at most ``size`` (a batch call's inputs)."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def to_value(value: Value) -> str:

@@ -18,7 +18,7 @@ import structlog
 from nps_sync.errors import AmbiguousOutcome, ConnectorUnavailable, PermanentError
 
 from .client import NAME, HubSpotClient
-from .mapping import BATCH_LIMIT, is_record_id
+from .mapping import BATCH_LIMIT, chunks, is_record_id
 
 log = structlog.get_logger("nps_sync.connectors.hubspot.notes")
 
@@ -46,8 +46,8 @@ def note_body(key: str, title: str, body: str) -> str:
 def find_note(client: HubSpotClient, contact_id: str, key: str) -> str | None:
     ids = client.associated_ids("contacts", contact_id, "notes")
     wanted = html.escape(marker(key))
-    for start in range(0, len(ids), BATCH_LIMIT):
-        for record in client.batch_read("notes", ids[start : start + BATCH_LIMIT], [NOTE_BODY]):
+    for chunk in chunks(ids, BATCH_LIMIT):
+        for record in client.batch_read("notes", chunk, [NOTE_BODY]):
             if wanted in (record.properties.get(NOTE_BODY) or ""):
                 return record.id
     return None

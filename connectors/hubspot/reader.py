@@ -48,7 +48,7 @@ from nps_sync.errors import (
 from nps_sync.readahead import prefetched
 
 from .client import NAME, HubSpotClient, Record
-from .mapping import MEMBERSHIP_PAGE_LIMIT, OBJECT_ID, SEARCH_RESULT_CAP
+from .mapping import MEMBERSHIP_PAGE_LIMIT, OBJECT_ID, SEARCH_RESULT_CAP, chunks
 
 log = structlog.get_logger("nps_sync.connectors.hubspot.reader")
 
@@ -110,8 +110,8 @@ def _list_pages(
     after: str | None = None
     while True:
         ids, after = client.list_members(list_id, MEMBERSHIP_PAGE_LIMIT, after)
-        for start in range(0, len(ids), chunk):
-            records = client.batch_read("contacts", ids[start : start + chunk], props)
+        for part in chunks(ids, chunk):
+            records = client.batch_read("contacts", part, props)
             if records:
                 yield records
         if after is None:

@@ -11,7 +11,6 @@ created; the result is then a transient error and the core's later retry looks t
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -39,6 +38,7 @@ from .mapping import (
     TASK_TYPE,
     TYPE_TO_HUBSPOT,
     blank,
+    chunks,
     due_date,
     due_timestamp,
     is_record_id,
@@ -47,12 +47,7 @@ from .mapping import (
 log = structlog.get_logger("nps_sync.connectors.hubspot.tasks")
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def _value_chunks(keys: Sequence[str], limit: int) -> Iterator[list[str]]:
+def _valuechunks(keys: Sequence[str], limit: int) -> Iterator[list[str]]:
     """Keys as IN values (with a lowercase twin where it differs), at most ``limit`` per chunk."""
     chunk: list[str] = []
     for key in keys:
@@ -78,7 +73,7 @@ class HubSpotTasks:
         key_prop = self.options.task_key_property
         wanted = {k.lower(): k for k in keys}
         found: dict[str, str] = {}
-        for values in _value_chunks(list(wanted.values()), IN_VALUES_LIMIT):
+        for values in _valuechunks(list(wanted.values()), IN_VALUES_LIMIT):
             group = [{"property_name": key_prop, "operator": "IN", "values": values}]
             after: str | None = None
             while True:
@@ -171,7 +166,7 @@ class HubSpotTasks:
         for key, task_id in existing.items():
             results[key] = TaskResult(key, task_id=task_id, existed=True)
         missing = [s for s in todo if s.key not in existing]
-        for n, chunk in enumerate(_chunks(missing, BATCH_LIMIT)):
+        for n, chunk in enumerate(chunks(missing, BATCH_LIMIT)):
             try:
                 results.update(self._create_chunk(chunk))
             except ConnectorUnavailable as exc:
@@ -185,7 +180,7 @@ class HubSpotTasks:
     def states(self, ids: Sequence[str]) -> dict[str, TaskState]:
         states: dict[str, TaskState] = {}
         valid = list(dict.fromkeys(i for i in ids if is_record_id(i)))
-        for chunk in _chunks(valid, BATCH_LIMIT):
+        for chunk in chunks(valid, BATCH_LIMIT):
             for r in self.client.batch_read("tasks", chunk, TASK_STATE_PROPERTIES):
                 status = r.properties.get(TASK_STATUS) or ""
                 states[r.id] = TaskState(
